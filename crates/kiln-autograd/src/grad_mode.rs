@@ -1,0 +1,49 @@
+//! Whether ops record themselves: a thread-local switch and its `no_grad` scope.
+
+use std::cell::Cell;
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// True unless the current thread is inside a [`no_grad`] scope.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// While alive, ops on this thread record nothing (no graph, no saved tensors).
+/// Restores the previous mode when dropped, so scopes nest.
+///
+/// ```
+/// use kiln_autograd::{NoGradGuard, Tensor};
+/// let w = Tensor::ones(&[3]).requires_grad_(true);
+/// {
+///     let _guard = NoGradGuard::new();
+///     let y = w.mul_scalar(2.0);
+///     assert!(!y.requires_grad());
+/// }
+/// assert!(w.mul_scalar(2.0).requires_grad());
+/// ```
+pub struct NoGradGuard {
+    prev: bool,
+}
+
+impl NoGradGuard {
+    /// Disables recording on this thread until the guard is dropped.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        NoGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(false)) }
+    }
+}
+
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// Runs `f` with recording disabled on this thread: PyTorch's `with torch.no_grad():`.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = NoGradGuard::new();
+    f()
+}

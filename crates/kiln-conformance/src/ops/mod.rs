@@ -1,0 +1,24 @@
+//! Op dispatch, a file per op family. Each family's `run` returns `None` for ops it does not
+//! know, `Some(result)` with one output per name in `case.spec.outputs` otherwise.
+
+use crate::case::Case;
+use kiln::{Result, Tensor};
+
+mod elementwise;
+mod indexing;
+mod linalg;
+mod reduce;
+mod shape;
+
+/// The outputs of a case, in `case.spec.outputs` order.
+pub type Outputs = Vec<Tensor>;
+
+/// Runs the case's op, or returns `None` when kiln has no implementation of it yet.
+pub fn run(case: &Case) -> Option<Result<Outputs>> {
+    let op = case.spec.op.as_str();
+    elementwise::run(op, case)
+        .or_else(|| reduce::run(op, case))
+        .or_else(|| shape::run(op, case))
+        .or_else(|| indexing::run(op, case))
+        .or_else(|| linalg::run(op, case))
+}

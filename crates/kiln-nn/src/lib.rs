@@ -1,0 +1,1 @@
+//! kiln's layers, losses and parameter initialisation

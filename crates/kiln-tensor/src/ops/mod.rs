@@ -1,0 +1,9 @@
+//! Every CPU kernel, a file per op family. Each family adds methods to [`Array`](crate::Array).
+
+pub mod binary;
+pub mod index;
+pub mod matmul;
+pub mod reduce;
+pub mod shape;
+pub mod softmax;
+pub mod unary;

@@ -1,0 +1,19 @@
+//! # kiln
+//!
+//! A deep-learning framework written from scratch in Rust. This crate re-exports the layered
+//! crates (`kiln-tensor`, `kiln-autograd`, `kiln-nn`, `kiln-optim`, `kiln-data`, `kiln-io`);
+//! `use kiln::prelude::*` brings the everyday names into scope.
+
+pub use kiln_autograd as autograd;
+pub use kiln_data as data;
+pub use kiln_io as io;
+pub use kiln_nn as nn;
+pub use kiln_optim as optim;
+pub use kiln_tensor as tensor;
+
+pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
+
+/// The everyday names: `use kiln::prelude::*`.
+pub mod prelude {
+    pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
+}

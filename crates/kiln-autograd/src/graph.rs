@@ -8,6 +8,7 @@ use crate::tensor::Tensor;
 use kiln_tensor::layout::Dims;
 use kiln_tensor::{Array, Error, Result};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use std::sync::{Arc, Mutex};
 
 /// A backward rule: given the gradient of the op's output and which inputs need a gradient,
@@ -29,7 +30,7 @@ pub struct Node {
     pub(crate) name: &'static str,
     pub(crate) shape: Dims,
     pub(crate) backward: Mutex<Option<BackwardFn>>,
-    pub(crate) edges: Vec<Edge>,
+    pub(crate) edges: SmallVec<[Edge; 2]>,
 }
 
 impl Node {
@@ -122,7 +123,7 @@ pub(crate) fn run_backward(root: &Arc<Node>, grad: Array) -> Result<()> {
         let f = node.backward.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| {
             Error::op(node.name, "backward through the graph a second time: its saved tensors were already freed")
         })?;
-        let needs: Vec<bool> = node.edges.iter().map(|e| !matches!(e, Edge::None)).collect();
+        let needs: SmallVec<[bool; 4]> = node.edges.iter().map(|e| !matches!(e, Edge::None)).collect();
         let input_grads = f(&g, &needs)?;
         drop(g);
         if input_grads.len() != node.edges.len() {

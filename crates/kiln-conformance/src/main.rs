@@ -12,9 +12,6 @@ use kiln::{Array, DType, Error, Result, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 enum Verdict {
     Pass,
     Fail(String),

@@ -1,1 +1,7 @@
-//! kiln's datasets and readers
+//! # kiln-data
+//!
+//! Datasets and readers for real data formats.
+
+pub mod digits;
+
+pub use digits::Digits;

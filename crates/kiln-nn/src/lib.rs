@@ -1,1 +1,6 @@
-//! kiln's layers, losses and parameter initialisation
+//! # kiln-nn
+//!
+//! Building blocks for neural networks. For now: parameter initialisation with PyTorch's
+//! defaults.
+
+pub mod init;

@@ -3,6 +3,9 @@
 //! A deep-learning framework written from scratch in Rust. This crate re-exports the layered
 //! crates (`kiln-tensor`, `kiln-autograd`, `kiln-nn`, `kiln-optim`, `kiln-data`, `kiln-io`);
 //! `use kiln::prelude::*` brings the everyday names into scope.
+//!
+//! With the default `mimalloc` feature, kiln installs mimalloc as the global allocator, so
+//! tensor buffers are recycled instead of faulting in fresh pages on every op.
 
 pub use kiln_autograd as autograd;
 pub use kiln_data as data;
@@ -13,7 +16,12 @@ pub use kiln_tensor as tensor;
 
 pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The everyday names: `use kiln::prelude::*`.
 pub mod prelude {
     pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
+    pub use kiln_optim::Sgd;
 }

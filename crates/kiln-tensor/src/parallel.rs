@@ -16,3 +16,18 @@ pub fn par_chunks_mut_zip<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + 
     let chunk = n.div_ceil(rayon::current_num_threads() * 4).max(PAR_ELEMS / 4);
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i * chunk, c));
 }
+
+/// Sets the number of threads kiln's kernels use (rayon's global pool), like PyTorch's
+/// `torch.set_num_threads`. Must be called before any parallel kernel runs; later calls fail.
+/// The `RAYON_NUM_THREADS` environment variable has the same effect.
+pub fn set_num_threads(n: usize) -> crate::Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| crate::Error::Msg(format!("set_num_threads({n}): {e} (the pool is already running)")))
+}
+
+/// The number of threads kiln's kernels use.
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}

@@ -15,6 +15,7 @@ pub use kiln_optim as optim;
 pub use kiln_tensor as tensor;
 
 pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
+pub use kiln_tensor::parallel::{num_threads, set_num_threads};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]

@@ -1,6 +1,8 @@
-//! # kiln
+#![doc = include_str!("../../../README.md")]
 //!
-//! A deep-learning framework written from scratch in Rust. This crate re-exports the layered
+//! ## This crate
+//!
+//! The facade: it re-exports the layered
 //! crates (`kiln-tensor`, `kiln-autograd`, `kiln-nn`, `kiln-optim`, `kiln-data`, `kiln-io`);
 //! `use kiln::prelude::*` brings the everyday names into scope.
 //!

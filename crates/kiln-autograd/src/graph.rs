@@ -81,7 +81,12 @@ pub(crate) fn accumulate_leaf(leaf: &Tensor, g: Array) -> Result<()> {
         return Err(Error::op("backward", format!("gradient of shape {:?} for a leaf of shape {:?}", g.shape(), leaf.shape())));
     }
     let mut slot = leaf.grad_slot();
-    accumulate(&mut slot, g)
+    match &mut *slot {
+        // Stored gradients are compact and contiguous, whatever view backward produced.
+        None => *slot = Some(g.compact()),
+        Some(acc) => acc.add_assign(&g)?,
+    }
+    Ok(())
 }
 
 /// Runs the backward pass from `root` with upstream gradient `grad`.

@@ -352,3 +352,25 @@ impl Array {
         Arc::strong_count(&self.storage)
     }
 }
+
+impl Array {
+    /// A contiguous array that owns exactly its elements: `self` when it already does, else a
+    /// copy (so a small view does not keep a large buffer alive).
+    pub fn compact(&self) -> Array {
+        if self.is_contiguous() && self.layout.offset() == 0 && self.storage.len() == self.numel() {
+            self.clone()
+        } else {
+            let c = self.contiguous();
+            if c.shares_storage(self) {
+                // Contiguous but a window of a larger buffer: copy the window out.
+                match &*self.storage {
+                    Storage::F32(v) => Array::from_storage(Storage::F32(strided::gather(v, &self.layout)), self.shape()),
+                    Storage::I64(v) => Array::from_storage(Storage::I64(strided::gather(v, &self.layout)), self.shape()),
+                    Storage::U8(v) => Array::from_storage(Storage::U8(strided::gather(v, &self.layout)), self.shape()),
+                }
+            } else {
+                c
+            }
+        }
+    }
+}

@@ -287,7 +287,7 @@ pub fn infer_shape(op: &'static str, from: &[usize], shape: &[isize]) -> Result<
     }
     let mut out: Dims = shape.iter().map(|&s| s.max(0) as usize).collect();
     if let Some(i) = infer {
-        if known == 0 || numel % known != 0 {
+        if known == 0 || !numel.is_multiple_of(known) {
             bail!(op, "shape {shape:?} is invalid for input of shape {from:?} ({numel} elements)");
         }
         out[i] = numel / known;

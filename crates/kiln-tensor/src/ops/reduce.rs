@@ -11,8 +11,11 @@
 //! * anything else: the kept dims are permuted first and the reduced dims last, then copied
 //!   into contiguous rows (no copy when that permutation is already contiguous).
 //!
+//! A transposed or permuted view whose elements fill a contiguous block is first read in
+//! memory order (no copy), and only the output is reordered.
+//!
 //! Large inputs are split over rayon's pool by output rows (or column bands); small ones stay
-//! on the calling thread. Sums are blocked (16 lanes, f64 across blocks) so long reductions
+//! on the calling thread. Sums are blocked (64 lanes, f64 across blocks) so long reductions
 //! stay accurate.
 
 use crate::layout::normalize_dim;
@@ -22,6 +25,42 @@ use crate::parallel::PAR_ELEMS;
 use crate::{bail, Array, DType, Element, Result};
 use rayon::prelude::*;
 use smallvec::SmallVec;
+
+/// Compiles the function it wraps for AVX-512 and AVX2 as well as the baseline, picking the
+/// best one the CPU supports at run time (the loops are written so LLVM vectorizes them).
+macro_rules! simd_kernel {
+    ($($item:tt)*) => {
+        #[multiversion::multiversion(targets(
+            "x86_64+avx+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+            "x86_64+avx+avx2+fma",
+        ))]
+        $($item)*
+    };
+}
+pub(crate) use simd_kernel;
+
+/// Below this many elements a slice kernel runs its plain (inlined) version: the run-time
+/// dispatch of [`simd_kernel!`] would cost more than the wider vectors save.
+pub(crate) const SMALL: usize = 64;
+
+/// Defines a slice kernel whose first argument is a slice: inputs shorter than [`SMALL`] run
+/// the body inlined into the caller, longer ones the widest clone the CPU supports.
+/// Every clone computes the same result (same operations in the same order).
+macro_rules! dispatched {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($first:ident: $ft:ty $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[inline]
+        $vis fn $name($first: $ft $(, $arg: $ty)*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp($first: $ft $(, $arg: $ty)*) $(-> $ret)? $body
+            $crate::ops::reduce::simd_kernel! {
+                fn wide($first: $ft $(, $arg: $ty)*) $(-> $ret)? { imp($first $(, $arg)*) }
+            }
+            if $first.len() < $crate::ops::reduce::SMALL { imp($first $(, $arg)*) } else { wide($first $(, $arg)*) }
+        }
+    };
+}
+pub(crate) use dispatched;
 
 /// Normalizes a list of reduction dims into a mask over the `rank` dims. `None` and an empty
 /// list mean all dims (as in PyTorch); negative dims count from the end; a 0-d input accepts
@@ -76,9 +115,66 @@ enum Plan {
     Cols { outer: usize, red: usize, inner: usize },
 }
 
+/// A planned reduction: the contiguous array the kernels read, how they walk it, and how to
+/// put their outputs back in row-major order of the kept dims.
+struct Planned {
+    data: Array,
+    plan: Plan,
+    /// When the kernels produce the kept dims in another order: the kept sizes in that order
+    /// and the permutation that restores the logical order.
+    reorder: Option<(Vec<usize>, Vec<isize>)>,
+}
+
+impl Planned {
+    /// Puts the kernels' outputs in row-major order of the kept dims.
+    fn finish<T: Element>(&self, out: Vec<T>) -> Vec<T> {
+        match &self.reorder {
+            None => out,
+            Some((shape, perm)) => Array::from_vec(out, shape)
+                .and_then(|a| a.permute(perm))
+                .and_then(|a| a.to_vec::<T>())
+                .expect("a valid permutation of the outputs"),
+        }
+    }
+}
+
+/// Plans the reduction of `x` over `mask`. A non-contiguous `x` whose elements still fill a
+/// contiguous block (a transpose or permutation) is read in memory order without a copy; the
+/// (smaller) output is reordered instead.
+fn plan(x: &Array, mask: &[bool]) -> Planned {
+    if !x.is_contiguous() {
+        let st = x.layout().strides();
+        let mut order: Vec<usize> = (0..x.rank()).collect();
+        order.sort_by_key(|&d| std::cmp::Reverse(st[d]));
+        let view = x.with_layout(x.layout().permute(&order).expect("a valid permutation"));
+        if view.is_contiguous() {
+            let vmask: Vec<bool> = order.iter().map(|&d| mask[d]).collect();
+            let (data, plan) = plan_contiguous(&view, &vmask);
+            // Kept dims of `x`, in the order the kernels produce them.
+            let kept: Vec<usize> = order.iter().copied().filter(|&d| !mask[d]).collect();
+            let reorder = (!kept.is_sorted()).then(|| {
+                let mut sorted = kept.clone();
+                sorted.sort_unstable();
+                let perm = sorted
+                    .iter()
+                    .map(|d| kept.iter().position(|k| k == d).unwrap() as isize)
+                    .collect();
+                (kept.iter().map(|&d| x.shape()[d]).collect(), perm)
+            });
+            return Planned { data, plan, reorder };
+        }
+    }
+    let (data, plan) = plan_contiguous(x, mask);
+    Planned {
+        data,
+        plan,
+        reorder: None,
+    }
+}
+
 /// Picks the plan for reducing `x` over `mask`, returning the (contiguous) array it reads.
 /// Copies only when the reduced dims cannot be reached as rows or columns of `x` itself.
-fn plan(x: &Array, mask: &[bool]) -> (Array, Plan) {
+fn plan_contiguous(x: &Array, mask: &[bool]) -> (Array, Plan) {
     let shape = x.shape();
     if x.is_contiguous() {
         // Merge neighbouring dims of the same kind, ignoring size-1 dims.
@@ -235,11 +331,11 @@ fn reduce_with<T: Element + Default>(
     row: impl Fn(&[f32]) -> T + Sync + Send,
     cols: impl Fn(ColBand<'_>, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
-    let (data, p) = plan(x, mask);
-    reduce_planned(&data, p, row, cols)
+    let p = plan(x, mask);
+    p.finish(reduce_planned(&p.data, p.plan, row, cols))
 }
 
-/// [`reduce_with`] on an input already planned by [`plan`].
+/// The kernels of [`reduce_with`] on an input planned by [`plan`] (outputs in the plan's order).
 fn reduce_planned<T: Element + Default>(
     data: &Array,
     p: Plan,
@@ -282,13 +378,18 @@ fn cols_accumulate(band: ColBand<'_>, out: &mut [f32], mut acc_row: impl FnMut(&
     out.iter_mut().zip(&total).for_each(|(o, &t)| *o = t as f32);
 }
 
-fn add_row(acc: &mut [f32], row: &[f32]) {
-    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+dispatched! {
+    /// `acc += row` elementwise.
+    fn add_row(acc: &mut [f32], row: &[f32]) {
+        acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+    }
 }
 
-/// `acc = max(acc, row)` elementwise, NaN-propagating.
-fn max_row(acc: &mut [f32], row: &[f32]) {
-    acc.iter_mut().zip(row).for_each(|(a, &v)| *a = nan_max(*a, v));
+dispatched! {
+    /// `acc = max(acc, row)` elementwise, NaN-propagating.
+    fn max_row(acc: &mut [f32], row: &[f32]) {
+        acc.iter_mut().zip(row).for_each(|(a, &v)| *a = nan_max(*a, v));
+    }
 }
 
 #[inline(always)]
@@ -302,19 +403,22 @@ fn nan_max(a: f32, v: f32) -> f32 {
 
 // ------------------------------------------------------------------------------- slice kernels
 
-/// Lanes of the slice kernels: independent accumulators that LLVM keeps in vector registers.
-const LANES: usize = 16;
+/// Lanes of the summing kernels: independent accumulators that LLVM keeps in vector
+/// registers (4 AVX-512 registers, enough to hide the latency of the adds).
+const LANES: usize = 64;
+/// Lanes of [`max_slice`], which also tracks NaNs per lane.
+const MAX_LANES: usize = 32;
 /// Elements per block of [`sum_slice`]: blocks are summed in f32 lanes, blocks in f64.
 const SUM_BLOCK: usize = 2048;
 
-/// Folds `x` into [`LANES`] accumulators with `f`, returning them and the leftover tail.
+/// Folds `x` into `L` accumulators with `f`, returning them and the leftover tail.
 #[inline(always)]
-fn fold_lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> ([f32; LANES], &[f32]) {
-    let mut acc = [init; LANES];
-    let chunks = x.chunks_exact(LANES);
+fn fold_lanes<const L: usize>(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> ([f32; L], &[f32]) {
+    let mut acc = [init; L];
+    let chunks = x.chunks_exact(L);
     let rest = chunks.remainder();
     for c in chunks {
-        for i in 0..LANES {
+        for i in 0..L {
             acc[i] = f(acc[i], c[i]);
         }
     }
@@ -323,8 +427,8 @@ fn fold_lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> ([f32; LANES
 
 /// Pairwise sum of the lanes (a fixed tree, so the result does not depend on the machine).
 #[inline(always)]
-fn sum_lanes(mut acc: [f32; LANES]) -> f32 {
-    let mut w = LANES / 2;
+fn sum_lanes<const L: usize>(mut acc: [f32; L]) -> f32 {
+    let mut w = L / 2;
     while w > 0 {
         for i in 0..w {
             acc[i] += acc[i + w];
@@ -334,15 +438,17 @@ fn sum_lanes(mut acc: [f32; LANES]) -> f32 {
     acc[0]
 }
 
-#[inline(always)]
-fn sum_block(x: &[f32]) -> f32 {
-    let (acc, rest) = fold_lanes(x, 0.0, |a, v| a + v);
-    sum_lanes(acc) + rest.iter().sum::<f32>()
+dispatched! {
+    /// Sum of at most a few thousand elements in [`LANES`] f32 accumulators.
+    fn sum_block(x: &[f32]) -> f32 {
+        let (acc, rest) = fold_lanes::<LANES>(x, 0.0, |a, v| a + v);
+        sum_lanes(acc) + rest.iter().sum::<f32>()
+    }
 }
 
-/// Sum of a slice: 16 independent f32 accumulators (vectorized) within blocks of 2048
+/// Sum of a slice: 64 independent f32 accumulators (vectorized) within blocks of 2048
 /// elements, blocks added in f64, so a sum of n elements has an error of about
-/// `128·ε` relative rather than `n·ε`.
+/// `32·ε` relative rather than `n·ε`.
 pub fn sum_slice(x: &[f32]) -> f32 {
     if x.len() <= SUM_BLOCK {
         return sum_block(x);
@@ -350,22 +456,25 @@ pub fn sum_slice(x: &[f32]) -> f32 {
     x.chunks(SUM_BLOCK).map(|b| sum_block(b) as f64).sum::<f64>() as f32
 }
 
-/// `Σ (x_i − m)²`, blocked like [`sum_slice`].
-pub fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
-    let block = |b: &[f32]| {
-        let (acc, rest) = fold_lanes(b, 0.0, |a, v| a + (v - m) * (v - m));
+dispatched! {
+    /// [`sum_sq_dev`] of one block.
+    fn sq_dev_block(x: &[f32], m: f32) -> f32 {
+        let (acc, rest) = fold_lanes::<LANES>(x, 0.0, |a, v| a + (v - m) * (v - m));
         sum_lanes(acc) + rest.iter().map(|&v| (v - m) * (v - m)).sum::<f32>()
-    };
-    if x.len() <= SUM_BLOCK {
-        return block(x);
     }
-    x.chunks(SUM_BLOCK).map(|b| block(b) as f64).sum::<f64>() as f32
 }
 
-/// `Σ a_i·b_i`, blocked like [`sum_slice`]. The slices must have the same length.
-pub fn dot_slice(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let block = |a: &[f32], b: &[f32]| {
+/// `Σ (x_i − m)²`, blocked like [`sum_slice`].
+pub fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+    if x.len() <= SUM_BLOCK {
+        return sq_dev_block(x, m);
+    }
+    x.chunks(SUM_BLOCK).map(|b| sq_dev_block(b, m) as f64).sum::<f64>() as f32
+}
+
+dispatched! {
+    /// [`dot_slice`] of one block.
+    fn dot_block(a: &[f32], b: &[f32]) -> f32 {
         let mut acc = [0f32; LANES];
         let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
         let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&p, &q)| p * q).sum();
@@ -375,22 +484,40 @@ pub fn dot_slice(a: &[f32], b: &[f32]) -> f32 {
             }
         }
         sum_lanes(acc) + tail
-    };
+    }
+}
+
+/// `Σ a_i·b_i`, blocked like [`sum_slice`]. The slices must have the same length.
+pub fn dot_slice(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
     if a.len() <= SUM_BLOCK {
-        return block(a, b);
+        return dot_block(a, b);
     }
     a.chunks(SUM_BLOCK)
         .zip(b.chunks(SUM_BLOCK))
-        .map(|(p, q)| block(p, q) as f64)
+        .map(|(p, q)| dot_block(p, q) as f64)
         .sum::<f64>() as f32
 }
 
-/// The maximum of a slice; NaN if any element is NaN, `-inf` for an empty slice.
-pub fn max_slice(x: &[f32]) -> f32 {
-    let (acc, rest) = fold_lanes(x, f32::NEG_INFINITY, nan_max);
-    acc.into_iter()
-        .chain(rest.iter().copied())
-        .fold(f32::NEG_INFINITY, nan_max)
+dispatched! {
+    /// The maximum of a slice; NaN if any element is NaN, `-inf` for an empty slice.
+    pub fn max_slice(x: &[f32]) -> f32 {
+        // Plain maxima in the lanes (vectorizes to max instructions), NaNs tracked apart.
+        let mut acc = [f32::NEG_INFINITY; MAX_LANES];
+        let mut nan = [0u32; MAX_LANES];
+        let chunks = x.chunks_exact(MAX_LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..MAX_LANES {
+                acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+                nan[i] |= c[i].is_nan() as u32;
+            }
+        }
+        if nan.iter().any(|&n| n != 0) {
+            return f32::NAN;
+        }
+        acc.into_iter().chain(rest.iter().copied()).fold(f32::NEG_INFINITY, nan_max)
+    }
 }
 
 /// Index of the first maximum of a non-empty slice (a NaN counts as the maximum, as in PyTorch).
@@ -476,11 +603,11 @@ impl Array {
         if self.numel() == 0 {
             return vec![0.0; out_n];
         }
-        let (data, p) = plan(self, mask);
+        let p = plan(self, mask);
         // A large full reduction: split the one row over the pool.
-        if let (Plan::Rows { outer: 1, len }, true) = (p, threads() > 1) {
+        if let (Plan::Rows { outer: 1, len }, true) = (p.plan, threads() > 1) {
             if len >= 4 * PAR_ELEMS {
-                let xs = data.as_slice::<f32>().expect("contiguous");
+                let xs = p.data.as_slice::<f32>().expect("contiguous");
                 let chunk = len.div_ceil(threads() * 4).next_multiple_of(SUM_BLOCK);
                 let s: f64 = xs
                     .par_chunks(chunk)
@@ -489,7 +616,9 @@ impl Array {
                 return vec![s as f32];
             }
         }
-        reduce_planned(&data, p, sum_slice, |band, o| cols_accumulate(band, o, add_row))
+        p.finish(reduce_planned(&p.data, p.plan, sum_slice, |band, o| {
+            cols_accumulate(band, o, add_row)
+        }))
     }
 
     /// Maximum over `dims` (as [`Array::sum`]); NaN propagates. Errors when some output

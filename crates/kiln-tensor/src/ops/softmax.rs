@@ -7,48 +7,56 @@
 //! subtracted first): `-inf` logits give probability 0 (log-probability `-inf`) and finite
 //! gradients. Large inputs are split over rayon's pool by rows or slabs.
 
-use super::reduce::{dot_slice, max_slice, par_rows, sum_slice};
+use super::reduce::{dispatched, dot_slice, max_slice, par_rows, sum_slice};
 use super::vmath::{exp_inplace, exp_slice};
 use crate::layout::normalize_dim;
 use crate::{bail, Array, DType, Result};
 
-/// `out = softmax(x)` for one contiguous row.
-pub fn softmax_row(x: &[f32], out: &mut [f32]) {
-    let m = max_slice(x);
-    out.iter_mut().zip(x).for_each(|(o, &v)| *o = v - m);
-    exp_inplace(out);
-    let inv = 1.0 / sum_slice(out);
-    out.iter_mut().for_each(|o| *o *= inv);
-}
-
-/// `out = log_softmax(x) = x − max − log Σ exp(x − max)` for one contiguous row.
-pub fn log_softmax_row(x: &[f32], out: &mut [f32]) {
-    let m = max_slice(x);
-    out.iter_mut().zip(x).for_each(|(o, &v)| *o = v - m);
-    let mut buf = [0f32; 256];
-    let mut s = 0f32;
-    for chunk in out.chunks(buf.len()) {
-        let b = &mut buf[..chunk.len()];
-        exp_slice(chunk, b);
-        s += sum_slice(b);
+dispatched! {
+    /// `out = softmax(x)` for one contiguous row.
+    pub fn softmax_row(x: &[f32], out: &mut [f32]) {
+        let m = max_slice(x);
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v - m);
+        exp_inplace(out);
+        let inv = 1.0 / sum_slice(out);
+        out.iter_mut().for_each(|o| *o *= inv);
     }
-    let ls = s.ln();
-    out.iter_mut().for_each(|o| *o -= ls);
 }
 
-/// Gradient of softmax for one row: `out = y · (g − Σ g·y)` with `y` the softmax output and
-/// `g` the output gradient.
-pub fn softmax_backward_row(y: &[f32], g: &[f32], out: &mut [f32]) {
-    let d = dot_slice(g, y);
-    out.iter_mut().zip(y).zip(g).for_each(|((o, &y), &g)| *o = y * (g - d));
+dispatched! {
+    /// `out = log_softmax(x) = x − max − log Σ exp(x − max)` for one contiguous row.
+    pub fn log_softmax_row(x: &[f32], out: &mut [f32]) {
+        let m = max_slice(x);
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v - m);
+        let mut buf = [0f32; 256];
+        let mut s = 0f32;
+        for chunk in out.chunks(buf.len()) {
+            let b = &mut buf[..chunk.len()];
+            exp_slice(chunk, b);
+            s += sum_slice(b);
+        }
+        let ls = s.ln();
+        out.iter_mut().for_each(|o| *o -= ls);
+    }
 }
 
-/// Gradient of log_softmax for one row: `out = g − exp(y) · Σ g` with `y` the log_softmax
-/// output and `g` the output gradient.
-pub fn log_softmax_backward_row(y: &[f32], g: &[f32], out: &mut [f32]) {
-    let s = sum_slice(g);
-    exp_slice(y, out);
-    out.iter_mut().zip(g).for_each(|(o, &g)| *o = g - *o * s);
+dispatched! {
+    /// Gradient of softmax for one row: `out = y · (g − Σ g·y)` with `y` the softmax output and
+    /// `g` the output gradient.
+    pub fn softmax_backward_row(y: &[f32], g: &[f32], out: &mut [f32]) {
+        let d = dot_slice(g, y);
+        out.iter_mut().zip(y).zip(g).for_each(|((o, &y), &g)| *o = y * (g - d));
+    }
+}
+
+dispatched! {
+    /// Gradient of log_softmax for one row: `out = g − exp(y) · Σ g` with `y` the log_softmax
+    /// output and `g` the output gradient.
+    pub fn log_softmax_backward_row(y: &[f32], g: &[f32], out: &mut [f32]) {
+        let s = sum_slice(g);
+        exp_slice(y, out);
+        out.iter_mut().zip(g).for_each(|(o, &g)| *o = g - *o * s);
+    }
 }
 
 /// Rows `i` of an `[n, inner]` slab.
@@ -56,61 +64,77 @@ fn rows(x: &[f32], inner: usize) -> std::slice::ChunksExact<'_, f32> {
     x.chunks_exact(inner)
 }
 
-/// softmax (or log_softmax) over the rows of an `[n, inner]` slab, i.e. along dim 0.
-fn softmax_slab(x: &[f32], inner: usize, out: &mut [f32], log: bool) {
-    let mut m = x[..inner].to_vec();
-    for r in rows(x, inner).skip(1) {
-        m.iter_mut()
-            .zip(r)
-            .for_each(|(m, &v)| *m = if v > *m || v.is_nan() { v } else { *m });
-    }
-    for (o, r) in out.chunks_exact_mut(inner).zip(rows(x, inner)) {
-        o.iter_mut().zip(r).zip(&m).for_each(|((o, &v), &m)| *o = v - m);
-    }
-    let mut s = vec![0f32; inner];
-    if log {
-        let mut e = vec![0f32; inner];
-        for o in out.chunks_exact(inner) {
-            exp_slice(o, &mut e);
-            s.iter_mut().zip(&e).for_each(|(s, &e)| *s += e);
+dispatched! {
+    /// softmax (or log_softmax) over the rows of an `[n, inner]` slab, i.e. along dim 0.
+    fn softmax_slab(x: &[f32], inner: usize, out: &mut [f32], log: bool) {
+        let mut m = x[..inner].to_vec();
+        for r in rows(x, inner).skip(1) {
+            m.iter_mut()
+                .zip(r)
+                .for_each(|(m, &v)| *m = if v > *m || v.is_nan() { v } else { *m });
         }
-        s.iter_mut().for_each(|s| *s = s.ln());
-        for o in out.chunks_exact_mut(inner) {
-            o.iter_mut().zip(&s).for_each(|(o, &l)| *o -= l);
+        for (o, r) in out.chunks_exact_mut(inner).zip(rows(x, inner)) {
+            o.iter_mut().zip(r).zip(&m).for_each(|((o, &v), &m)| *o = v - m);
         }
-    } else {
-        for o in out.chunks_exact_mut(inner) {
-            exp_inplace(o);
-            s.iter_mut().zip(o.iter()).for_each(|(s, &e)| *s += e);
-        }
-        s.iter_mut().for_each(|s| *s = 1.0 / *s);
-        for o in out.chunks_exact_mut(inner) {
-            o.iter_mut().zip(&s).for_each(|(o, &r)| *o *= r);
+        let mut s = vec![0f32; inner];
+        if log {
+            let mut e = vec![0f32; inner];
+            for o in out.chunks_exact(inner) {
+                exp_slice(o, &mut e);
+                s.iter_mut().zip(&e).for_each(|(s, &e)| *s += e);
+            }
+            s.iter_mut().for_each(|s| *s = s.ln());
+            for o in out.chunks_exact_mut(inner) {
+                o.iter_mut().zip(&s).for_each(|(o, &l)| *o -= l);
+            }
+        } else {
+            for o in out.chunks_exact_mut(inner) {
+                exp_inplace(o);
+                s.iter_mut().zip(o.iter()).for_each(|(s, &e)| *s += e);
+            }
+            s.iter_mut().for_each(|s| *s = 1.0 / *s);
+            for o in out.chunks_exact_mut(inner) {
+                o.iter_mut().zip(&s).for_each(|(o, &r)| *o *= r);
+            }
         }
     }
 }
 
-/// The backward of softmax (or log_softmax) over the rows of an `[n, inner]` slab.
-fn softmax_backward_slab(y: &[f32], g: &[f32], inner: usize, out: &mut [f32], log: bool) {
-    let mut s = vec![0f32; inner];
-    if log {
-        rows(g, inner).for_each(|g| s.iter_mut().zip(g).for_each(|(s, &g)| *s += g));
-        for ((o, y), g) in out.chunks_exact_mut(inner).zip(rows(y, inner)).zip(rows(g, inner)) {
-            exp_slice(y, o);
-            o.iter_mut().zip(g).zip(&s).for_each(|((o, &g), &s)| *o = g - *o * s);
-        }
-    } else {
-        for (y, g) in rows(y, inner).zip(rows(g, inner)) {
-            s.iter_mut().zip(y).zip(g).for_each(|((s, &y), &g)| *s += y * g);
-        }
-        for ((o, y), g) in out.chunks_exact_mut(inner).zip(rows(y, inner)).zip(rows(g, inner)) {
-            o.iter_mut()
-                .zip(y)
-                .zip(g)
-                .zip(&s)
-                .for_each(|(((o, &y), &g), &d)| *o = y * (g - d));
+dispatched! {
+    /// The backward of softmax (or log_softmax) over the rows of an `[n, inner]` slab.
+    fn softmax_backward_slab(y: &[f32], g: &[f32], inner: usize, out: &mut [f32], log: bool) {
+        let mut s = vec![0f32; inner];
+        if log {
+            rows(g, inner).for_each(|g| s.iter_mut().zip(g).for_each(|(s, &g)| *s += g));
+            for ((o, y), g) in out.chunks_exact_mut(inner).zip(rows(y, inner)).zip(rows(g, inner)) {
+                exp_slice(y, o);
+                o.iter_mut().zip(g).zip(&s).for_each(|((o, &g), &s)| *o = g - *o * s);
+            }
+        } else {
+            for (y, g) in rows(y, inner).zip(rows(g, inner)) {
+                s.iter_mut().zip(y).zip(g).for_each(|((s, &y), &g)| *s += y * g);
+            }
+            for ((o, y), g) in out.chunks_exact_mut(inner).zip(rows(y, inner)).zip(rows(g, inner)) {
+                o.iter_mut()
+                    .zip(y)
+                    .zip(g)
+                    .zip(&s)
+                    .for_each(|(((o, &y), &g), &d)| *o = y * (g - d));
+            }
         }
     }
+}
+
+/// A buffer of `n` f32 for the kernels of this file, which write every element of their
+/// output rows before reading any. Skipping the zero fill saves a pass over the output.
+#[allow(clippy::uninit_vec)]
+fn output_buffer(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns, and every kernel given this buffer (the row and
+    // slab kernels above, through `par_rows`, which covers all rows) writes each element
+    // before it reads it.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// `(outer, n, inner)` of `shape` split at the (normalized) dim `d`.
@@ -131,7 +155,7 @@ fn softmax_dim(op: &'static str, a: &Array, dim: isize) -> Result<usize> {
 fn softmax_forward(op: &'static str, x: &Array, dim: isize, log: bool) -> Result<Array> {
     let d = softmax_dim(op, x, dim)?;
     let (_, n, inner) = split_at_dim(x.shape(), d);
-    let mut out = vec![0f32; x.numel()];
+    let mut out = output_buffer(x.numel());
     if out.is_empty() {
         return Ok(Array::from_f32_unchecked(out, x.shape()));
     }
@@ -161,7 +185,7 @@ fn softmax_backward(op: &'static str, y: &Array, g: &Array, dim: isize, log: boo
         );
     }
     let (_, n, inner) = split_at_dim(y.shape(), d);
-    let mut out = vec![0f32; y.numel()];
+    let mut out = output_buffer(y.numel());
     if out.is_empty() {
         return Ok(Array::from_f32_unchecked(out, y.shape()));
     }

@@ -376,6 +376,9 @@ fn bad_dims_are_errors_that_name_the_op() {
     assert!(a.argmax(Some(5), false).unwrap_err().to_string().starts_with("argmax:"));
     let i = Array::arange_i64(4);
     assert!(i.sum(None, false).unwrap_err().to_string().starts_with("sum:"));
+    let s = Array::scalar(1.0);
+    assert!(s.sum(Some(&[0, -1]), false).is_err());
+    assert!(s.sum(Some(&[1]), false).is_err());
 }
 
 #[test]

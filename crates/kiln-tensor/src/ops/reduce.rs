@@ -67,18 +67,17 @@ pub(crate) use dispatched;
 /// dim 0 or -1. A repeated dim is an error.
 pub fn reduce_mask(op: &'static str, rank: usize, dims: Option<&[isize]>) -> Result<Vec<bool>> {
     let all = dims.is_none_or(|d| d.is_empty());
-    let mut mask = vec![all; rank];
+    // A 0-d input is treated as having one dim of size 1, which leaves no mask entry.
+    let mut mask = vec![all; rank.max(1)];
     if let Some(dims) = dims.filter(|_| !all) {
         for &d in dims {
             let d = normalize_dim(op, d, rank.max(1))?;
-            if rank == 0 {
-                continue;
-            }
             if std::mem::replace(&mut mask[d], true) {
                 bail!(op, "dim {d} appears more than once in {dims:?}");
             }
         }
     }
+    mask.truncate(rank);
     Ok(mask)
 }
 
@@ -540,14 +539,14 @@ pub fn logsumexp_slice(x: &[f32]) -> f32 {
     }
     let c = if m.is_infinite() { 0.0 } else { m };
     let mut buf = [0f32; 256];
-    let mut s = 0f32;
+    let mut s = 0f64;
     for chunk in x.chunks(buf.len()) {
         let b = &mut buf[..chunk.len()];
         b.iter_mut().zip(chunk).for_each(|(o, &v)| *o = v - c);
         exp_inplace(b);
-        s += sum_slice(b);
+        s += sum_slice(b) as f64;
     }
-    c + s.ln()
+    c + s.ln() as f32
 }
 
 // ------------------------------------------------------------------------------- ops

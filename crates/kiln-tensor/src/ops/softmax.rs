@@ -15,6 +15,7 @@ use crate::{bail, Array, DType, Result};
 dispatched! {
     /// `out = softmax(x)` for one contiguous row.
     pub fn softmax_row(x: &[f32], out: &mut [f32]) {
+        debug_assert_eq!(x.len(), out.len());
         let m = max_slice(x);
         out.iter_mut().zip(x).for_each(|(o, &v)| *o = v - m);
         exp_inplace(out);
@@ -26,16 +27,17 @@ dispatched! {
 dispatched! {
     /// `out = log_softmax(x) = x − max − log Σ exp(x − max)` for one contiguous row.
     pub fn log_softmax_row(x: &[f32], out: &mut [f32]) {
+        debug_assert_eq!(x.len(), out.len());
         let m = max_slice(x);
         out.iter_mut().zip(x).for_each(|(o, &v)| *o = v - m);
         let mut buf = [0f32; 256];
-        let mut s = 0f32;
+        let mut s = 0f64;
         for chunk in out.chunks(buf.len()) {
             let b = &mut buf[..chunk.len()];
             exp_slice(chunk, b);
-            s += sum_slice(b);
+            s += sum_slice(b) as f64;
         }
-        let ls = s.ln();
+        let ls = s.ln() as f32;
         out.iter_mut().for_each(|o| *o -= ls);
     }
 }
@@ -44,6 +46,7 @@ dispatched! {
     /// Gradient of softmax for one row: `out = y · (g − Σ g·y)` with `y` the softmax output and
     /// `g` the output gradient.
     pub fn softmax_backward_row(y: &[f32], g: &[f32], out: &mut [f32]) {
+        debug_assert!(y.len() == g.len() && y.len() == out.len());
         let d = dot_slice(g, y);
         out.iter_mut().zip(y).zip(g).for_each(|((o, &y), &g)| *o = y * (g - d));
     }
@@ -53,6 +56,7 @@ dispatched! {
     /// Gradient of log_softmax for one row: `out = g − exp(y) · Σ g` with `y` the log_softmax
     /// output and `g` the output gradient.
     pub fn log_softmax_backward_row(y: &[f32], g: &[f32], out: &mut [f32]) {
+        debug_assert!(y.len() == g.len() && y.len() == out.len());
         let s = sum_slice(g);
         exp_slice(y, out);
         out.iter_mut().zip(g).for_each(|(o, &g)| *o = g - *o * s);
@@ -76,25 +80,26 @@ dispatched! {
         for (o, r) in out.chunks_exact_mut(inner).zip(rows(x, inner)) {
             o.iter_mut().zip(r).zip(&m).for_each(|((o, &v), &m)| *o = v - m);
         }
-        let mut s = vec![0f32; inner];
+        // Column sums in f64: a slab may have many rows.
+        let mut s = vec![0f64; inner];
         if log {
             let mut e = vec![0f32; inner];
             for o in out.chunks_exact(inner) {
                 exp_slice(o, &mut e);
-                s.iter_mut().zip(&e).for_each(|(s, &e)| *s += e);
+                s.iter_mut().zip(&e).for_each(|(s, &e)| *s += e as f64);
             }
-            s.iter_mut().for_each(|s| *s = s.ln());
+            let l: Vec<f32> = s.iter().map(|s| s.ln() as f32).collect();
             for o in out.chunks_exact_mut(inner) {
-                o.iter_mut().zip(&s).for_each(|(o, &l)| *o -= l);
+                o.iter_mut().zip(&l).for_each(|(o, &l)| *o -= l);
             }
         } else {
             for o in out.chunks_exact_mut(inner) {
                 exp_inplace(o);
-                s.iter_mut().zip(o.iter()).for_each(|(s, &e)| *s += e);
+                s.iter_mut().zip(o.iter()).for_each(|(s, &e)| *s += e as f64);
             }
-            s.iter_mut().for_each(|s| *s = 1.0 / *s);
+            let r: Vec<f32> = s.iter().map(|s| (1.0 / s) as f32).collect();
             for o in out.chunks_exact_mut(inner) {
-                o.iter_mut().zip(&s).for_each(|(o, &r)| *o *= r);
+                o.iter_mut().zip(&r).for_each(|(o, &r)| *o *= r);
             }
         }
     }
@@ -103,17 +108,20 @@ dispatched! {
 dispatched! {
     /// The backward of softmax (or log_softmax) over the rows of an `[n, inner]` slab.
     fn softmax_backward_slab(y: &[f32], g: &[f32], inner: usize, out: &mut [f32], log: bool) {
-        let mut s = vec![0f32; inner];
+        // Column sums in f64: a slab may have many rows.
+        let mut s = vec![0f64; inner];
         if log {
-            rows(g, inner).for_each(|g| s.iter_mut().zip(g).for_each(|(s, &g)| *s += g));
+            rows(g, inner).for_each(|g| s.iter_mut().zip(g).for_each(|(s, &g)| *s += g as f64));
+            let s: Vec<f32> = s.iter().map(|&s| s as f32).collect();
             for ((o, y), g) in out.chunks_exact_mut(inner).zip(rows(y, inner)).zip(rows(g, inner)) {
                 exp_slice(y, o);
                 o.iter_mut().zip(g).zip(&s).for_each(|((o, &g), &s)| *o = g - *o * s);
             }
         } else {
             for (y, g) in rows(y, inner).zip(rows(g, inner)) {
-                s.iter_mut().zip(y).zip(g).for_each(|((s, &y), &g)| *s += y * g);
+                s.iter_mut().zip(y).zip(g).for_each(|((s, &y), &g)| *s += (y * g) as f64);
             }
+            let s: Vec<f32> = s.iter().map(|&s| s as f32).collect();
             for ((o, y), g) in out.chunks_exact_mut(inner).zip(rows(y, inner)).zip(rows(g, inner)) {
                 o.iter_mut()
                     .zip(y)

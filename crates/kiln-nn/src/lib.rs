@@ -1,6 +1,22 @@
 //! # kiln-nn
 //!
-//! Building blocks for neural networks. For now: parameter initialisation with PyTorch's
-//! defaults.
+//! Building blocks for neural networks: the [`Module`] trait and its derive (named parameters,
+//! train / eval, freezing, state dicts), [`Forward`] and [`Sequential`], layers, and parameter
+//! initialisation with PyTorch's defaults.
 
+// The derive names this crate `::kiln_nn`, inside it as well as outside.
+extern crate self as kiln_nn;
+
+pub mod dropout;
+pub mod embedding;
+pub mod forward;
 pub mod init;
+pub mod module;
+pub mod sequential;
+
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use forward::{Forward, ForwardModule};
+pub use kiln_derive::Module;
+pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
+pub use sequential::{Identity, Sequential};

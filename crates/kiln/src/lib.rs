@@ -26,5 +26,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The everyday names: `use kiln::prelude::*`.
 pub mod prelude {
     pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
+    pub use kiln_nn::{Forward, Module};
     pub use kiln_optim::Sgd;
 }

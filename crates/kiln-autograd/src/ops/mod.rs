@@ -6,6 +6,7 @@
 //! the same message at the caller's line.
 
 pub mod binary;
+pub mod dropout;
 pub mod index;
 pub mod matmul;
 pub mod reduce;

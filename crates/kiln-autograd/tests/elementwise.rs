@@ -63,6 +63,9 @@ fn gradcheck_scalar_forms_and_operators() {
     check1(a.clone(), |x| Ok(x.div_scalar(4.0)));
     check1(a.clone(), |x| Ok(-x));
     check1(a.clone(), |x| Ok(&(&(x * 2.0) - 1.0) / 3.0 + 0.5));
+    check1(a.clone(), |x| Ok(1.0 - x));
+    check1(a.clone(), |x| Ok(2.0 * &(0.5 + x)));
+    check1(uniform(&[2, 3], 0.5, 2.0, 13), |x| Ok(3.0 / x));
     check_gradients(&[a.clone(), uniform(&[3], 0.5, 2.0, 12)], |t| Ok(&(&t[0] * &t[1]) - &(&t[0] / &t[1]))).unwrap();
 }
 
@@ -111,6 +114,17 @@ fn gradcheck_pow() {
     for e in [2.0, 3.0, -2.0, -1.0, 4.0, -3.0] {
         check1(mixed.clone(), |t| t.try_powf(e));
     }
+}
+
+#[test]
+fn scalar_forms_compute_the_right_values() {
+    let x = Tensor::from_vec(vec![1.0, -2.0, 4.0], &[3]).unwrap();
+    assert_eq!((1.0 - &x).to_vec_f32().unwrap(), vec![0.0, 3.0, -3.0]);
+    assert_eq!((2.0 / &x).to_vec_f32().unwrap(), vec![2.0, -1.0, 0.5]);
+    assert_eq!((&x / 2.0).to_vec_f32().unwrap(), vec![0.5, -1.0, 2.0]);
+    assert_eq!((&x - 1.0).to_vec_f32().unwrap(), vec![0.0, -3.0, 3.0]);
+    assert_eq!((3.0 * &x + 1.0).to_vec_f32().unwrap(), vec![4.0, -5.0, 13.0]);
+    assert_eq!((-&x).to_vec_f32().unwrap(), vec![-1.0, 2.0, -4.0]);
 }
 
 #[test]

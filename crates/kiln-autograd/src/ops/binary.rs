@@ -1,4 +1,5 @@
-//! Elementwise binary ops with broadcasting, their scalar forms, and the `+ - * /` operators.
+//! Elementwise binary ops with broadcasting, their scalar forms, and the `+ - * /` operators
+//! (tensor with tensor, tensor with `f32` on either side).
 
 use super::plain_forms;
 use crate::Tensor;
@@ -134,6 +135,23 @@ impl Tensor {
         let out = self.data().div_scalar(s).expect("div_scalar on f32");
         Tensor::from_op(out, "div", &[self], move |g, _| Ok(vec![Some(g.div_scalar(s)?)]))
     }
+
+    /// `s - self` (PyTorch's `rsub`).
+    pub fn rsub_scalar(&self, s: f32) -> Tensor {
+        let out = self.data().map("rsub", move |x| s - x).expect("rsub_scalar on f32");
+        Tensor::from_op(out, "rsub", &[self], |g, _| Ok(vec![Some(g.neg()?)]))
+    }
+
+    /// `s / self`.
+    pub fn rdiv_scalar(&self, s: f32) -> Tensor {
+        let x = self.data();
+        let out = x.map("div", move |v| s / v).expect("rdiv_scalar on f32");
+        let y = out.clone();
+        // d(s/x)/dx = -s/x² = -y/x
+        Tensor::from_op(out, "div", &[self], move |g, _| {
+            Ok(vec![Some(zip_map("div_backward", &g.mul(&y)?, &x, |gy, x| -gy / x)?)])
+        })
+    }
 }
 
 plain_forms! {
@@ -194,6 +212,30 @@ operator!(Add, add, add, |t, s| t.add_scalar(s));
 operator!(Sub, sub, sub, |t, s| t.sub_scalar(s));
 operator!(Mul, mul, mul, |t, s| t.mul_scalar(s));
 operator!(Div, div, div, |t, s| t.div_scalar(s));
+
+/// `f32 (op) tensor`: the scalar on the left.
+macro_rules! scalar_lhs {
+    ($trait:ident, $method:ident, $f:expr) => {
+        impl std::ops::$trait<&Tensor> for f32 {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                let f: fn(&Tensor, f32) -> Tensor = $f;
+                f(rhs, self)
+            }
+        }
+        impl std::ops::$trait<Tensor> for f32 {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                let f: fn(&Tensor, f32) -> Tensor = $f;
+                f(&rhs, self)
+            }
+        }
+    };
+}
+scalar_lhs!(Add, add, |t, s| t.add_scalar(s));
+scalar_lhs!(Sub, sub, |t, s| t.rsub_scalar(s));
+scalar_lhs!(Mul, mul, |t, s| t.mul_scalar(s));
+scalar_lhs!(Div, div, |t, s| t.rdiv_scalar(s));
 
 impl std::ops::Neg for &Tensor {
     type Output = Tensor;

@@ -1,7 +1,7 @@
 //! The backward engine: accumulation, no_grad, detach, freeing saved tensors.
 
-use kiln_autograd::gradcheck::{check_gradients, uniform};
-use kiln_autograd::{no_grad, Array, Tensor};
+use kiln_autograd::gradcheck::uniform;
+use kiln_autograd::{no_grad, Tensor};
 
 #[test]
 fn a_tensor_used_twice_accumulates_both_paths() {
@@ -63,25 +63,9 @@ fn deep_chains_drop_without_overflowing_the_stack() {
 }
 
 #[test]
-fn gradcheck_binary_ops_with_broadcasting() {
-    let a = uniform(&[3, 1, 4], 0.5, 2.0, 1);
-    let b = uniform(&[2, 1], 0.5, 2.0, 2);
-    check_gradients(&[a.clone(), b.clone()], |t| t[0].try_add(&t[1])).unwrap();
-    check_gradients(&[a.clone(), b.clone()], |t| t[0].try_sub(&t[1])).unwrap();
-    check_gradients(&[a.clone(), b.clone()], |t| t[0].try_mul(&t[1])).unwrap();
-    check_gradients(&[a.clone(), b.clone()], |t| t[0].try_div(&t[1])).unwrap();
-    // maximum/minimum: keep every pair at least 0.05 apart so differences never cross the kink.
-    let a = Array::from_vec((0..12).map(|i| 0.1 * i as f32).collect(), &[3, 1, 4]).unwrap();
-    let b = Array::from_vec(vec![0.25, 0.72], &[2, 1]).unwrap();
-    check_gradients(&[a.clone(), b.clone()], |t| t[0].try_maximum(&t[1])).unwrap();
-    check_gradients(&[a, b], |t| t[0].try_minimum(&t[1])).unwrap();
-}
-
-#[test]
 fn errors_name_the_op_and_shapes() {
     let a = Tensor::zeros(&[2, 3]);
     let b = Tensor::zeros(&[4]);
     let e = a.try_add(&b).unwrap_err().to_string();
     assert!(e.starts_with("add:") && e.contains("[2, 3]") && e.contains("[4]"), "{e}");
 }
-

@@ -62,7 +62,7 @@ impl Tensor {
     fn make(data: Array, requires_grad: bool, grad_fn: Option<Arc<Node>>) -> Tensor {
         Tensor {
             inner: Arc::new(Inner {
-                shape: data.shape().into(),
+                shape: Dims::from_slice(data.shape()),
                 data: RwLock::new(data),
                 requires_grad: AtomicBool::new(requires_grad),
                 grad_fn,
@@ -119,7 +119,7 @@ impl Tensor {
             .collect();
         let node = Arc::new(Node {
             name,
-            shape: data.shape().into(),
+            shape: Dims::from_slice(data.shape()),
             backward: Mutex::new(Some(Box::new(backward) as BackwardFn)),
             edges,
         });

@@ -13,7 +13,7 @@ pub type Dims = SmallVec<[usize; 6]>;
 pub type Strides = SmallVec<[usize; 6]>;
 
 /// Shape, strides (in elements) and offset of an n-d view into a flat buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
     shape: Dims,
     strides: Strides,
@@ -57,6 +57,14 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Di
         };
     }
     Ok(out)
+}
+
+impl Clone for Layout {
+    // SmallVec's derived clone copies item by item; a slice copy is measurably cheaper on
+    // the per-op path (every Array clone copies its layout).
+    fn clone(&self) -> Self {
+        Layout { shape: SmallVec::from_slice(&self.shape), strides: SmallVec::from_slice(&self.strides), offset: self.offset }
+    }
 }
 
 impl Layout {

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Side-by-side run of kiln's foundation micro-benchmarks and PyTorch's, in one session.
+
+  cargo build --release --example bench_micro
+  python3 benches/compare_micro.py --peers ../shared/bench --python venv/bin/python --rounds 3
+
+Runs, for each round and each thread count, PyTorch's torch_micro.py and the W0/W1 workloads of
+torch_bench.py, then kiln's examples/bench_micro (same workloads, same timing protocol), and
+prints a markdown table of the medians over rounds with kiln's ratio to PyTorch.
+"""
+import argparse, json, os, statistics, subprocess, sys
+
+FMA_PEAK = {1: 117.0, 2: 233.0}  # GFLOP/s of this machine (shared/bench/README.md)
+
+def run(cmd, threads):
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        env[k] = str(threads)
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+
+def key(rec):
+    w = rec["workload"]
+    w = {"W1": "matmul"}.get(w, w)
+    if "n" in rec:
+        w = f"{w} n={rec['n']}"
+    return w, rec["threads"]
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peers", default="../shared/bench")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--kiln", default="target/release/examples/bench_micro")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    vals = {}  # (impl, workload, threads) -> [values]
+    metric = {}
+    for _ in range(a.rounds):
+        for t in [int(x) for x in a.threads.split(",")]:
+            recs = run([a.python, os.path.join(a.peers, "torch_micro.py"), "--threads", str(t)], t)
+            recs += [r for r in run([a.python, os.path.join(a.peers, "torch_bench.py"), "--workloads", "w0", "--threads", str(t)], t)]
+            recs += run([a.kiln, "--threads", str(t)], t)
+            for r in recs:
+                if "value" not in r:
+                    continue
+                w, th = key(r)
+                vals.setdefault((r["impl"], w, th), []).append(r["value"])
+                metric[w] = r["metric"]
+    rows = sorted({(w, t) for (_, w, t) in vals}, key=lambda x: (x[1], x[0]))
+    print("| workload | threads | metric | PyTorch | kiln | kiln / PyTorch | kiln share of FMA peak |")
+    # The ratio is kiln's figure over PyTorch's: above 1 is better for GFLOP/s and GB/s,
+    # below 1 is better for times (us, us/op).
+    print("|---|---|---|---|---|---|---|")
+    for w, t in rows:
+        p, k = vals.get(("pytorch", w, t)), vals.get(("kiln", w, t))
+        if not p or not k:
+            continue
+        p, k = statistics.median(p), statistics.median(k)
+        m = metric[w]
+        peak = f"{100 * k / FMA_PEAK[t]:.0f}%" if m == "GFLOP/s" else ""
+        print(f"| {w} | {t} | {m} | {p:.3f} | {k:.3f} | {k / p:.2f} | {peak} |")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+//! Compares the GEMM kernels kiln can put behind `ops::gemm::gemm` on square f32 products
+//! C = A·B, at 1 and 2 rayon threads, and measures what `Array::matmul` adds on top (output
+//! allocation, shape handling). The figures in docs/performance.md come from this program:
+//!
+//! ```text
+//! cargo run --release -p kiln-tensor --example gemm_compare [-- --sizes 16,128,256 --threads 1,2]
+//! ```
+//!
+//! Each figure is the best and the median of 7 samples of at least 30 ms each (the machine is
+//! shared: the best sample is the least disturbed one). GFLOP/s = 2n³ / time.
+
+use kiln_tensor::ops::gemm::{gemm, set_kernel, Kernel, MatMut, MatRef, Par};
+use kiln_tensor::Array;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// FMA peak of one core of the reference machine (AMD EPYC Zen 4, AVX-512), GFLOP/s.
+const PEAK_PER_CORE: f64 = 117.0;
+
+/// Seconds per call: (best, median) over 7 samples of at least 30 ms each.
+fn time(mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let start = Instant::now();
+    let mut iters = 0u64;
+    while start.elapsed() < Duration::from_millis(30) {
+        f();
+        iters += 1;
+    }
+    let iters = iters.max(1);
+    let mut samples: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    (samples[0], samples[3])
+}
+
+fn main() {
+    let mut sizes = vec![16usize, 128, 256, 512, 1024, 2048];
+    let mut threads = vec![1usize, 2];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let list = |s: Option<String>| -> Vec<usize> {
+            s.unwrap_or_default().split(',').filter_map(|x| x.parse().ok()).collect()
+        };
+        match a.as_str() {
+            "--sizes" => sizes = list(args.next()),
+            "--threads" => threads = list(args.next()),
+            _ => {
+                eprintln!("usage: gemm_compare [--sizes 16,128,...] [--threads 1,2]");
+                std::process::exit(2);
+            }
+        }
+    }
+    println!("| kernel | n | threads | best GFLOP/s | median GFLOP/s | best, share of FMA peak |");
+    println!("|---|---|---|---|---|---|");
+    for &t in &threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("rayon pool");
+        pool.install(|| {
+            for &n in &sizes {
+                let flop = 2.0 * (n as f64).powi(3);
+                let a =
+                    Array::from_vec((0..n * n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect(), &[n, n]).unwrap();
+                let b =
+                    Array::from_vec((0..n * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect(), &[n, n]).unwrap();
+                let (ad, bd) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+                let mut c = vec![0f32; n * n];
+                let report = |name: &str, (best, med): (f64, f64)| {
+                    let (gb, gm) = (flop / best / 1e9, flop / med / 1e9);
+                    let extra = if n <= 64 { format!(" ({:.3} µs/call)", best * 1e6) } else { String::new() };
+                    println!(
+                        "| {name} | {n} | {t} | {gb:.1}{extra} | {gm:.1} | {:.0}% |",
+                        100.0 * gb / (PEAK_PER_CORE * t as f64)
+                    );
+                };
+                // The `gemm` crate called directly: its own choice of threading at t > 1.
+                let par = if t == 1 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(t) };
+                report(
+                    "gemm crate 0.19 (x86-v4), direct",
+                    time(|| unsafe {
+                        gemm::gemm(
+                            n,
+                            n,
+                            n,
+                            c.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            ad.as_ptr(),
+                            1,
+                            n as isize,
+                            bd.as_ptr(),
+                            1,
+                            n as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            par,
+                        );
+                        black_box(&c);
+                    }),
+                );
+                let mut through = |name: &str, kern: Kernel| {
+                    set_kernel(kern);
+                    report(
+                        name,
+                        time(|| {
+                            gemm(
+                                MatMut::row_major(&mut c, n, n),
+                                MatRef::row_major(ad, n, n),
+                                MatRef::row_major(bd, n, n),
+                                1.0,
+                                false,
+                                Par::Auto,
+                            );
+                            black_box(&c);
+                        }),
+                    );
+                };
+                through("gemm crate via kiln gemm()", Kernel::GemmCrate);
+                through("matrixmultiply 0.3 (row blocks on rayon)", Kernel::MatrixMultiply);
+                if n <= 128 {
+                    through("kiln small AVX-512 kernel", Kernel::Small);
+                }
+                through("kiln gemm() Auto (the chosen one)", Kernel::Auto);
+                set_kernel(Kernel::Auto);
+                report(
+                    "Array::matmul end to end (allocates C)",
+                    time(|| {
+                        black_box(a.matmul(&b).unwrap());
+                    }),
+                );
+            }
+        });
+    }
+}

@@ -1,0 +1,472 @@
+//! The one GEMM entry point of kiln: `C (= or +=) alpha · A · B` over strided f32 matrices.
+//!
+//! Every caller (matmul, linear, their backward passes, convolution through im2col, attention)
+//! goes through [`gemm`], so a transposed weight or a permuted attention head reaches the kernel
+//! as strides, never as a copy. Which kernel runs behind it is chosen per size class (see
+//! docs/performance.md, "GEMM kernel choice", for the measurements behind the thresholds):
+//!
+//! * tiny products (`m·n·k` up to [`SMALL_MNK`]) run a register-blocked AVX-512 kernel written
+//!   here: no packing and no dispatch overhead, which is what dominates a 16x16 product;
+//! * everything else runs the `gemm` crate (its AVX-512 kernels, feature `x86-v4`, detected at
+//!   run time), single-threaded below [`PAR_MNK`] and on rayon's pool above.
+//!
+//! [`set_kernel`] swaps the kernel for every size (benchmarks and tests use it to compare).
+
+use rayon::prelude::*;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// A read-only view of an f32 matrix: element `(i, j)` is `data[offset + i·rs + j·cs]`.
+/// Strides are in elements and may be 0 (a broadcast row or column).
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A `rows x cols` view of `data` with the given offset and strides. Panics if an element
+    /// would lie outside `data`.
+    pub fn new(data: &'a [f32], offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        assert!(in_bounds(data.len(), offset, rows, cols, rs, cs), "MatRef: [{rows}, {cols}] view out of bounds");
+        MatRef { data, offset, rows, cols, rs, cs }
+    }
+
+    /// A contiguous row-major `rows x cols` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef::new(data, 0, rows, cols, cols, 1)
+    }
+
+    /// The transpose (a view: the strides swap).
+    pub fn t(self) -> Self {
+        MatRef { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn ptr(&self) -> *const f32 {
+        // In bounds by construction (or one past the end of an empty view).
+        self.data[self.offset.min(self.data.len())..].as_ptr()
+    }
+}
+
+/// A mutable view of an f32 matrix whose elements are distinct (no stride 0, no overlap).
+/// Made from initialized memory ([`MatMut::new`]) or from uninitialized memory
+/// ([`MatMut::uninit`], e.g. a fresh `Vec`'s spare capacity), which [`gemm`] only writes.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    ptr: *mut f32,
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+    init: bool,
+    _borrow: PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> MatMut<'a> {
+    /// A `rows x cols` view of `data`. Panics if an element would lie outside `data` or if two
+    /// elements would share a location.
+    pub fn new(data: &'a mut [f32], offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        Self::make(data.as_mut_ptr(), data.len(), offset, rows, cols, rs, cs, true)
+    }
+
+    /// A view of uninitialized memory: [`gemm`] may only overwrite it (`accumulate == false`),
+    /// after which every element of the view is initialized.
+    pub fn uninit(
+        data: &'a mut [MaybeUninit<f32>],
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        cs: usize,
+    ) -> Self {
+        Self::make(data.as_mut_ptr().cast(), data.len(), offset, rows, cols, rs, cs, false)
+    }
+
+    /// A contiguous row-major `rows x cols` matrix.
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        MatMut::new(data, 0, rows, cols, cols, 1)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        ptr: *mut f32,
+        len: usize,
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        cs: usize,
+        init: bool,
+    ) -> Self {
+        assert!(in_bounds(len, offset, rows, cols, rs, cs), "MatMut: [{rows}, {cols}] view out of bounds");
+        // Distinct elements: the larger stride must step over a whole run of the smaller one.
+        let (small, large) = if rs <= cs { ((rows, rs), cs) } else { ((cols, cs), rs) };
+        let distinct = match (rows <= 1, cols <= 1) {
+            (true, true) => true,
+            (true, false) => cs >= 1,
+            (false, true) => rs >= 1,
+            (false, false) => small.1 >= 1 && large >= small.1 * small.0,
+        };
+        assert!(distinct, "MatMut: strides [{rs}, {cs}] of a [{rows}, {cols}] view overlap");
+        // An empty view never dereferences its pointer, so its offset need not be in bounds.
+        let offset = if rows == 0 || cols == 0 { 0 } else { offset };
+        MatMut { ptr, offset, rows, cols, rs, cs, init, _borrow: PhantomData }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn ptr(&mut self) -> *mut f32 {
+        // SAFETY: in bounds by construction (offset 0 for an empty view).
+        unsafe { self.ptr.add(self.offset) }
+    }
+}
+
+fn in_bounds(len: usize, offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let last = (rows - 1).checked_mul(rs).and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
+    last.and_then(|l| l.checked_add(offset)).is_some_and(|l| l < len)
+}
+
+/// Whether [`gemm`] may use rayon's pool for one product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Par {
+    /// Split the product over the current rayon pool when it is large enough.
+    Auto,
+    /// Stay on the calling thread (the caller already runs products in parallel).
+    Seq,
+}
+
+/// The kernel behind [`gemm`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kernel {
+    /// The measured choice per size class (the default).
+    Auto = 0,
+    /// The `gemm` crate for every size.
+    GemmCrate = 1,
+    /// The `matrixmultiply` crate for every size (row blocks over rayon when parallel).
+    MatrixMultiply = 2,
+    /// kiln's register-blocked AVX-512 kernel for every size (the `gemm` crate where AVX-512
+    /// is missing or the layout does not suit it).
+    Small = 3,
+}
+
+static KERNEL: AtomicU8 = AtomicU8::new(Kernel::Auto as u8);
+
+/// Selects the kernel behind [`gemm`] for the whole process (for benchmarks and tests).
+pub fn set_kernel(k: Kernel) {
+    KERNEL.store(k as u8, Ordering::Relaxed);
+}
+
+/// The kernel selected by [`set_kernel`].
+pub fn kernel() -> Kernel {
+    match KERNEL.load(Ordering::Relaxed) {
+        1 => Kernel::GemmCrate,
+        2 => Kernel::MatrixMultiply,
+        3 => Kernel::Small,
+        _ => Kernel::Auto,
+    }
+}
+
+/// Products with `m·n·k` up to this run kiln's small kernel (when AVX-512 is there).
+pub const SMALL_MNK: usize = 48 * 48 * 48;
+/// Products with `m·n·k` below this stay on one thread.
+pub const PAR_MNK: usize = 96 * 96 * 96;
+
+/// `C = alpha·A·B` (`accumulate == false`, C is not read) or `C += alpha·A·B`
+/// (`accumulate == true`), for `A: m x k`, `B: k x n`, `C: m x n`, all with arbitrary strides.
+/// Panics when the shapes do not chain (callers check shapes and report errors first).
+pub fn gemm(mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, accumulate: bool, par: Par) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    assert!(
+        b.rows == k && c.rows == m && c.cols == n,
+        "gemm: [{}, {}] @ [{}, {}] into [{}, {}]",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        c.rows,
+        c.cols
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.init || !accumulate, "gemm: cannot accumulate into uninitialized memory");
+    if k == 0 || alpha == 0.0 {
+        if !accumulate {
+            let (rs, cs, p) = (c.rs, c.cs, c.ptr());
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: (i, j) is inside the bounds-checked view.
+                    unsafe { p.add(i * rs + j * cs).write(0.0) };
+                }
+            }
+        }
+        return;
+    }
+    let mnk = m.saturating_mul(n).saturating_mul(k);
+    let par = if par == Par::Auto && mnk >= PAR_MNK && rayon::current_num_threads() > 1 { Par::Auto } else { Par::Seq };
+    let kern = kernel();
+    let small = match kern {
+        Kernel::Auto => mnk <= SMALL_MNK,
+        Kernel::Small => true,
+        _ => false,
+    };
+    if small && small::try_gemm(&mut c, &a, &b, alpha, accumulate) {
+        return;
+    }
+    if kern == Kernel::MatrixMultiply {
+        mm_gemm(c, a, b, alpha, accumulate, par);
+    } else {
+        gemm_crate(c, a, b, alpha, accumulate, par);
+    }
+}
+
+fn gemm_crate(mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, accumulate: bool, par: Par) {
+    let parallelism = match par {
+        Par::Auto => gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        Par::Seq => gemm::Parallelism::None,
+    };
+    // SAFETY: the views were bounds-checked on construction, C's elements are distinct, and
+    // the shapes chain (checked in `gemm`). The crate computes dst = x·dst + y·lhs·rhs,
+    // reading dst only when `read_dst`.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            c.ptr(),
+            c.cs as isize,
+            c.rs as isize,
+            accumulate,
+            a.ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// A raw pointer that may cross threads: each task writes disjoint rows of C.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint row blocks of one C to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn mm_gemm(mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, accumulate: bool, par: Par) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    let threads = if par == Par::Auto { rayon::current_num_threads() } else { 1 };
+    let (cp, ap, bp) = (SendPtr(c.ptr()), a.ptr() as usize, b.ptr() as usize);
+    let run = |i0: usize, rows: usize| {
+        // SAFETY: rows i0..i0+rows of A and C lie inside the bounds-checked views, and row
+        // blocks of C given to different tasks are disjoint.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                k,
+                n,
+                alpha,
+                (ap as *const f32).add(i0 * a.rs),
+                a.rs as isize,
+                a.cs as isize,
+                bp as *const f32,
+                b.rs as isize,
+                b.cs as isize,
+                beta,
+                cp.get().add(i0 * c.rs),
+                c.rs as isize,
+                c.cs as isize,
+            )
+        }
+    };
+    if threads <= 1 || m < 2 * 16 {
+        run(0, m);
+    } else {
+        let block = m.div_ceil(threads).next_multiple_of(16);
+        (0..m.div_ceil(block)).into_par_iter().for_each(|t| run(t * block, block.min(m - t * block)));
+    }
+}
+
+/// kiln's own kernel for tiny products, where packing and dispatch cost more than the math.
+mod small {
+    use super::{MatMut, MatRef};
+
+    /// Runs the product if this machine and layout suit the small kernel; false otherwise.
+    pub(super) fn try_gemm(c: &mut MatMut<'_>, a: &MatRef<'_>, b: &MatRef<'_>, alpha: f32, acc: bool) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if c.cs != 1 || !std::arch::is_x86_feature_detected!("avx512f") {
+                return false;
+            }
+            let (m, n, k) = (a.rows, b.cols, a.cols);
+            if b.cs == 1 || n == 1 {
+                // SAFETY: AVX-512F is present; the views are in bounds and C's rows are distinct.
+                unsafe { x86::gemm(m, n, k, a.ptr(), a.rs, a.cs, b.ptr(), b.rs, c.ptr(), c.rs, alpha, acc) };
+                return true;
+            }
+            // B is not row-major (e.g. a transposed weight): pack it when that is cheap.
+            if k * n > 64 * 64 {
+                return false;
+            }
+            PACK.with(|p| {
+                let mut p = p.borrow_mut();
+                p.clear();
+                p.reserve(k * n);
+                let bd = &b.data[b.offset..];
+                for i in 0..k {
+                    p.extend((0..n).map(|j| bd[i * b.rs + j * b.cs]));
+                }
+                // SAFETY: as above; the packed B is k x n row-major.
+                unsafe { x86::gemm(m, n, k, a.ptr(), a.rs, a.cs, p.as_ptr(), n, c.ptr(), c.rs, alpha, acc) };
+            });
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (c, a, b, alpha, acc);
+            false
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    thread_local! {
+        static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        /// Rows per micro-tile.
+        const MR: usize = 8;
+
+        /// `C (=|+=) alpha·A·B` with B and C row-major by rows (`cs == 1`), A any strides.
+        /// Micro-tiles of up to 8 rows x 32 columns held in 16 zmm accumulators; the last
+        /// columns use masked loads and stores.
+        ///
+        /// # Safety
+        /// AVX-512F must be available; all `m x k`, `k x n`, `m x n` elements must be valid,
+        /// with C's rows distinct.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn gemm(
+            m: usize,
+            n: usize,
+            k: usize,
+            a: *const f32,
+            rsa: usize,
+            csa: usize,
+            b: *const f32,
+            rsb: usize,
+            c: *mut f32,
+            rsc: usize,
+            alpha: f32,
+            acc: bool,
+        ) {
+            let mut j = 0;
+            while j < n {
+                let w = (n - j).min(32);
+                let last = w - if w > 16 { 16 } else { 0 };
+                let mask: __mmask16 = if last == 16 { 0xFFFF } else { (1u16 << last) - 1 };
+                let mut i = 0;
+                while i < m {
+                    let r = (m - i).min(MR);
+                    let (ap, bp, cp) = (a.add(i * rsa), b.add(j), c.add(i * rsc + j));
+                    macro_rules! tile {
+                        ($($r:literal)*) => {
+                            match (r, w > 16) {
+                                $(($r, true) => tile::<$r, 2>(k, ap, rsa, csa, bp, rsb, cp, rsc, mask, alpha, acc),
+                                  ($r, false) => tile::<$r, 1>(k, ap, rsa, csa, bp, rsb, cp, rsc, mask, alpha, acc),)*
+                                _ => unreachable!(),
+                            }
+                        };
+                    }
+                    tile!(1 2 3 4 5 6 7 8);
+                    i += r;
+                }
+                j += w;
+            }
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn tile<const R: usize, const NV: usize>(
+            k: usize,
+            a: *const f32,
+            rsa: usize,
+            csa: usize,
+            b: *const f32,
+            rsb: usize,
+            c: *mut f32,
+            rsc: usize,
+            last_mask: __mmask16,
+            alpha: f32,
+            acc: bool,
+        ) {
+            let masks: [__mmask16; NV] = std::array::from_fn(|v| if v + 1 == NV { last_mask } else { 0xFFFF });
+            let mut sum = [[_mm512_setzero_ps(); NV]; R];
+            for p in 0..k {
+                let bp = b.add(p * rsb);
+                let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v)));
+                let ap = a.add(p * csa);
+                for (r, s) in sum.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(r * rsa));
+                    for v in 0..NV {
+                        s[v] = _mm512_fmadd_ps(av, bv[v], s[v]);
+                    }
+                }
+            }
+            let al = _mm512_set1_ps(alpha);
+            for (r, s) in sum.iter().enumerate() {
+                for v in 0..NV {
+                    let cp = c.add(r * rsc + 16 * v);
+                    let mut x = if alpha == 1.0 { s[v] } else { _mm512_mul_ps(s[v], al) };
+                    if acc {
+                        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], cp));
+                    }
+                    _mm512_mask_storeu_ps(cp, masks[v], x);
+                }
+            }
+        }
+    }
+}

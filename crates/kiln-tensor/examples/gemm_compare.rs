@@ -6,8 +6,8 @@
 //! cargo run --release -p kiln-tensor --example gemm_compare [-- --sizes 16,128,256 --threads 1,2]
 //! ```
 //!
-//! Each figure is the best and the median of 7 samples of at least 30 ms each (the machine is
-//! shared: the best sample is the least disturbed one). GFLOP/s = 2n³ / time.
+//! Each figure is the best and the median of up to 7 samples of at least 50 ms each during which
+//! no other process used the CPUs (the machine is shared; see `time`). GFLOP/s = 2n³ / time.
 
 use kiln_tensor::ops::gemm::{gemm, set_kernel, Kernel, MatMut, MatRef, Par};
 use kiln_tensor::Array;
@@ -20,27 +20,56 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// FMA peak of one core of the reference machine (AMD EPYC Zen 4, AVX-512), GFLOP/s.
 const PEAK_PER_CORE: f64 = 117.0;
 
-/// Seconds per call: (best, median) over 7 samples of at least 30 ms each.
-fn time(mut f: impl FnMut()) -> (f64, f64) {
+/// CPU time in clock ticks: (all CPUs busy, this process), from /proc (None elsewhere).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = s.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let busy = v.iter().sum::<u64>() - v.get(3)? - v.get(4).copied().unwrap_or(0);
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let f: Vec<&str> = me.rsplit(')').next()?.split_whitespace().collect();
+    Some((busy, f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
+}
+
+/// Seconds per call: (best, median) over up to 7 undisturbed samples of at least 50 ms each.
+/// The machine is shared: a sample during which other processes used more than a tenth of a
+/// CPU beyond the CPUs this measurement leaves free is dropped (up to 40 tries, then the
+/// disturbed samples are used too, flagged with `*`).
+fn time(mut f: impl FnMut()) -> (f64, f64, bool) {
+    let free_cpus =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(rayon::current_num_threads());
     f();
     let start = Instant::now();
     let mut iters = 0u64;
-    while start.elapsed() < Duration::from_millis(30) {
+    while start.elapsed() < Duration::from_millis(50) {
         f();
         iters += 1;
     }
     let iters = iters.max(1);
-    let mut samples: Vec<f64> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
+    let (mut clean, mut all) = (vec![], vec![]);
+    for _ in 0..40 {
+        let c0 = cpu_ticks();
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        let dt = t.elapsed().as_secs_f64();
+        let per = dt / iters as f64;
+        all.push(per);
+        let others = match (c0, cpu_ticks()) {
+            (Some((b0, m0)), Some((b1, m1))) => (b1 - b0).saturating_sub(m1 - m0) as f64 / 100.0,
+            _ => 0.0,
+        };
+        if others <= (free_cpus as f64 + 0.1) * dt {
+            clean.push(per);
+            if clean.len() == 7 {
+                break;
             }
-            t.elapsed().as_secs_f64() / iters as f64
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    (samples[0], samples[3])
+        }
+    }
+    let disturbed = clean.len() < 3;
+    let mut v = if disturbed { all } else { clean };
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], disturbed)
 }
 
 fn main() {
@@ -73,8 +102,9 @@ fn main() {
                     Array::from_vec((0..n * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect(), &[n, n]).unwrap();
                 let (ad, bd) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
                 let mut c = vec![0f32; n * n];
-                let report = |name: &str, (best, med): (f64, f64)| {
+                let report = |name: &str, (best, med, disturbed): (f64, f64, bool)| {
                     let (gb, gm) = (flop / best / 1e9, flop / med / 1e9);
+                    let name = if disturbed { format!("{name} *") } else { name.to_string() };
                     let extra = if n <= 64 { format!(" ({:.3} µs/call)", best * 1e6) } else { String::new() };
                     println!(
                         "| {name} | {n} | {t} | {gb:.1}{extra} | {gm:.1} | {:.0}% |",
@@ -129,7 +159,7 @@ fn main() {
                 };
                 through("gemm crate via kiln gemm()", Kernel::GemmCrate);
                 through("matrixmultiply 0.3 (row blocks on rayon)", Kernel::MatrixMultiply);
-                if n <= 128 {
+                if n <= 1024 {
                     through("kiln small AVX-512 kernel", Kernel::Small);
                 }
                 through("kiln gemm() Auto (the chosen one)", Kernel::Auto);

@@ -86,7 +86,17 @@ fn check_matmul(a: &Array, b: &Array) {
 #[test]
 fn gemm_matches_naive_for_every_kernel_and_layout() {
     let sizes = [1usize, 3, 17, 65];
-    let extra = [(100usize, 130usize, 70usize), (33, 1, 129), (1, 200, 40), (130, 97, 5)];
+    // Beyond the odd sizes: the thread split of kiln's kernel by rows and by columns, and the
+    // `gemm` crate's sizes.
+    let extra = [
+        (100usize, 130usize, 70usize),
+        (33, 1, 129),
+        (1, 200, 40),
+        (130, 97, 5),
+        (9, 700, 90),
+        (300, 40, 50),
+        (300, 260, 220),
+    ];
     let mut shapes: Vec<(usize, usize, usize)> = vec![];
     for &m in &sizes {
         for &n in &sizes {

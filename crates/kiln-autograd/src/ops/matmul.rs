@@ -5,7 +5,7 @@
 //! only the operands its gradients read.
 
 use super::plain_forms;
-use crate::Tensor;
+use crate::{is_grad_enabled, Tensor};
 use kiln_tensor::layout::Dims;
 use kiln_tensor::{Array, Result};
 
@@ -16,17 +16,19 @@ impl Tensor {
     pub fn try_matmul(&self, other: &Tensor) -> Result<Tensor> {
         let (a, b) = (self.data(), other.data());
         let out = a.matmul(&b)?;
-        let (sa, sb): (Dims, Dims) = (a.shape().into(), b.shape().into());
-        // dA reads b, dB reads a.
-        let saved_a = other.requires_grad().then_some(a);
-        let saved_b = self.requires_grad().then_some(b);
+        // dA reads b and a's shape, dB reads a and b's shape; nothing is kept when no
+        // gradient will be recorded (keeps the no-grad path of a tiny product short).
+        let rec = is_grad_enabled();
+        let (need_a, need_b) = (rec && self.requires_grad(), rec && other.requires_grad());
+        let for_a: Option<(Array, Dims)> = need_a.then(|| (b, a.shape().into()));
+        let for_b: Option<(Array, Dims)> = need_b.then(|| (a, other.shape().into()));
         Ok(Tensor::from_op(out, "matmul", &[self, other], move |g, needs| {
-            let ga = match (&saved_b, needs[0]) {
-                (Some(b), true) => Some(Array::matmul_grad_lhs(g, b, &sa)?),
+            let ga = match (&for_a, needs[0]) {
+                (Some((b, sa)), true) => Some(Array::matmul_grad_lhs(g, b, sa)?),
                 _ => None,
             };
-            let gb = match (&saved_a, needs[1]) {
-                (Some(a), true) => Some(Array::matmul_grad_rhs(g, a, &sb)?),
+            let gb = match (&for_b, needs[1]) {
+                (Some((a, sb)), true) => Some(Array::matmul_grad_rhs(g, a, sb)?),
                 _ => None,
             };
             Ok(vec![ga, gb])
@@ -42,11 +44,12 @@ impl Tensor {
         let (out_f, in_f) = (w.shape()[0], w.shape()[1]);
         let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
         // d_input reads the weight, d_weight reads the input.
-        let saved_x = weight.requires_grad().then_some(x);
-        let saved_w = self.requires_grad().then_some(w);
-        let mut inputs = vec![self, weight];
-        inputs.extend(bias);
-        Ok(Tensor::from_op(out, "linear", &inputs, move |g, needs| {
+        let rec = is_grad_enabled();
+        let saved_x = (rec && weight.requires_grad()).then_some(x);
+        let saved_w = (rec && self.requires_grad()).then_some(w);
+        let all = [self, weight, bias.unwrap_or(self)];
+        let inputs = &all[..if bias.is_some() { 3 } else { 2 }];
+        Ok(Tensor::from_op(out, "linear", inputs, move |g, needs| {
             let g2 = g.reshape_to(&[rows, out_f])?;
             let gx = match (&saved_w, needs[0]) {
                 (Some(w), true) => Some(g2.matmul(w)?.reshape_to(&x_shape)?),

@@ -5,10 +5,15 @@
 //! as strides, never as a copy. Which kernel runs behind it is chosen per size class (see
 //! docs/performance.md, "GEMM kernel choice", for the measurements behind the thresholds):
 //!
-//! * tiny products (`m·n·k` up to [`SMALL_MNK`]) run a register-blocked AVX-512 kernel written
-//!   here: no packing and no dispatch overhead, which is what dominates a 16x16 product;
-//! * everything else runs the `gemm` crate (its AVX-512 kernels, feature `x86-v4`, detected at
-//!   run time), single-threaded below [`PAR_MNK`] and on rayon's pool above.
+//! * small and mid-size products (`m·n·k` up to [`SMALL_MNK`], with A small enough to be
+//!   re-read from cache) run a register-blocked AVX-512 kernel written here: no packing and no
+//!   dispatch overhead (what dominates a 16x16 product), about 96% of the FMA peak on one
+//!   core from n = 96 on, and bands of rows on rayon's pool above [`PAR_MNK`];
+//! * larger products run the `gemm` crate (its AVX-512 kernels, feature `x86-v4`, detected at
+//!   run time), whose cache blocking wins once the operands leave the caches, on rayon's pool.
+//!
+//! Products below [`PAR_MNK`] stay on the calling thread: waking a rayon worker costs more
+//! than it saves there.
 //!
 //! [`set_kernel`] swaps the kernel for every size (benchmarks and tests use it to compare).
 
@@ -192,10 +197,14 @@ pub fn kernel() -> Kernel {
     }
 }
 
-/// Products with `m·n·k` up to this run kiln's small kernel (when AVX-512 is there).
-pub const SMALL_MNK: usize = 48 * 48 * 48;
+/// Products with `m·n·k` up to this run kiln's own kernel (when AVX-512 is there and A is
+/// small enough; see [`gemm`]).
+pub const SMALL_MNK: usize = 192 * 192 * 192;
 /// Products with `m·n·k` below this stay on one thread.
-pub const PAR_MNK: usize = 96 * 96 * 96;
+pub const PAR_MNK: usize = 80 * 80 * 80;
+/// kiln's kernel re-reads A once per 32 columns of C; above this many elements of A (1 MiB,
+/// the L2 cache of a Zen 4 core) with more than 32 columns, the `gemm` crate's blocking wins.
+const SMALL_MAX_A: usize = 1 << 18;
 
 /// `C = alpha·A·B` (`accumulate == false`, C is not read) or `C += alpha·A·B`
 /// (`accumulate == true`), for `A: m x k`, `B: k x n`, `C: m x n`, all with arbitrary strides.
@@ -229,14 +238,15 @@ pub fn gemm(mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, accumul
         return;
     }
     let mnk = m.saturating_mul(n).saturating_mul(k);
-    let par = if par == Par::Auto && mnk >= PAR_MNK && rayon::current_num_threads() > 1 { Par::Auto } else { Par::Seq };
+    let threads = if par == Par::Auto && mnk >= PAR_MNK { rayon::current_num_threads() } else { 1 };
+    let par = if threads > 1 { Par::Auto } else { Par::Seq };
     let kern = kernel();
     let small = match kern {
-        Kernel::Auto => mnk <= SMALL_MNK,
+        Kernel::Auto => mnk <= SMALL_MNK && (n <= 32 || m * k <= SMALL_MAX_A),
         Kernel::Small => true,
         _ => false,
     };
-    if small && small::try_gemm(&mut c, &a, &b, alpha, accumulate) {
+    if small && small::try_gemm(&mut c, &a, &b, alpha, accumulate, threads) {
         return;
     }
     if kern == Kernel::MatrixMultiply {
@@ -330,21 +340,31 @@ fn mm_gemm(mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, accumula
 mod small {
     use super::{MatMut, MatRef};
 
-    /// Runs the product if this machine and layout suit the small kernel; false otherwise.
-    pub(super) fn try_gemm(c: &mut MatMut<'_>, a: &MatRef<'_>, b: &MatRef<'_>, alpha: f32, acc: bool) -> bool {
+    /// Runs the product if this machine and layout suit the kernel (false otherwise), split
+    /// over `threads` rayon tasks (bands of rows, or of columns when there are few rows).
+    pub(super) fn try_gemm(
+        c: &mut MatMut<'_>,
+        a: &MatRef<'_>,
+        b: &MatRef<'_>,
+        alpha: f32,
+        acc: bool,
+        threads: usize,
+    ) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             if c.cs != 1 || !std::arch::is_x86_feature_detected!("avx512f") {
                 return false;
             }
             let (m, n, k) = (a.rows, b.cols, a.cols);
+            let (ap, cp) = (a.ptr(), c.ptr());
             if b.cs == 1 || n == 1 {
                 // SAFETY: AVX-512F is present; the views are in bounds and C's rows are distinct.
-                unsafe { x86::gemm(m, n, k, a.ptr(), a.rs, a.cs, b.ptr(), b.rs, c.ptr(), c.rs, alpha, acc) };
+                unsafe { split(threads, m, n, k, ap, a.rs, a.cs, b.ptr(), b.rs, cp, c.rs, alpha, acc) };
                 return true;
             }
-            // B is not row-major (e.g. a transposed weight): pack it when that is cheap.
-            if k * n > 64 * 64 {
+            // B is not row-major (e.g. a transposed weight): pack it when that is cheap next
+            // to the product (a strided gather costs about as much as 16 multiply-adds).
+            if k * n > 64 * 64 && m < 128 {
                 return false;
             }
             PACK.with(|p| {
@@ -356,14 +376,70 @@ mod small {
                     p.extend((0..n).map(|j| bd[i * b.rs + j * b.cs]));
                 }
                 // SAFETY: as above; the packed B is k x n row-major.
-                unsafe { x86::gemm(m, n, k, a.ptr(), a.rs, a.cs, p.as_ptr(), n, c.ptr(), c.rs, alpha, acc) };
+                unsafe { split(threads, m, n, k, ap, a.rs, a.cs, p.as_ptr(), n, cp, c.rs, alpha, acc) };
             });
             true
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (c, a, b, alpha, acc);
+            let _ = (c, a, b, alpha, acc, threads);
             false
+        }
+    }
+
+    /// Pointers that cross into rayon tasks, which touch disjoint parts of C.
+    #[cfg(target_arch = "x86_64")]
+    #[derive(Clone, Copy)]
+    struct Ptrs(*const f32, *const f32, *mut f32);
+    // SAFETY: the tasks read A and B and write disjoint bands of C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe impl Send for Ptrs {}
+    #[cfg(target_arch = "x86_64")]
+    unsafe impl Sync for Ptrs {}
+
+    /// Runs [`x86::gemm`] over `threads` bands of C: rows in multiples of the micro-tile
+    /// height, or columns in multiples of its width when there are too few rows.
+    ///
+    /// # Safety
+    /// As [`x86::gemm`].
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn split(
+        threads: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        alpha: f32,
+        acc: bool,
+    ) {
+        use rayon::prelude::*;
+        let p = Ptrs(a, b, c);
+        let (rows_band, cols_band) =
+            (m.div_ceil(threads).next_multiple_of(x86::MR), n.div_ceil(threads).next_multiple_of(32));
+        // SAFETY (all calls): bands are disjoint parts of the caller's valid views.
+        if threads <= 1 || (m < 2 * x86::MR && n < 2 * 32) {
+            unsafe { x86::gemm(m, n, k, a, rsa, csa, b, rsb, c, rsc, alpha, acc) };
+        } else if m >= 2 * x86::MR {
+            (0..m.div_ceil(rows_band)).into_par_iter().for_each(|t| {
+                let (p, i0) = (p, t * rows_band);
+                let rows = rows_band.min(m - i0);
+                unsafe {
+                    x86::gemm(rows, n, k, p.0.add(i0 * rsa), rsa, csa, p.1, rsb, p.2.add(i0 * rsc), rsc, alpha, acc)
+                };
+            });
+        } else {
+            (0..n.div_ceil(cols_band)).into_par_iter().for_each(|t| {
+                let (p, j0) = (p, t * cols_band);
+                let cols = cols_band.min(n - j0);
+                unsafe { x86::gemm(m, cols, k, p.0, rsa, csa, p.1.add(j0), rsb, p.2.add(j0), rsc, alpha, acc) };
+            });
         }
     }
 
@@ -377,7 +453,7 @@ mod small {
         use std::arch::x86_64::*;
 
         /// Rows per micro-tile.
-        const MR: usize = 8;
+        pub(super) const MR: usize = 8;
 
         /// `C (=|+=) alpha·A·B` with B and C row-major by rows (`cs == 1`), A any strides.
         /// Micro-tiles of up to 8 rows x 32 columns held in 16 zmm accumulators; the last

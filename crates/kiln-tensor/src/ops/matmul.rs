@@ -2,7 +2,7 @@
 //! the batched products their backward passes need. All of them call [`gemm`](super::gemm::gemm)
 //! with the operands' own strides: transposed and permuted views are never copied.
 
-use super::gemm::{gemm, MatMut, MatRef, Par, PAR_MNK, SMALL_MNK};
+use super::gemm::{gemm, MatMut, MatRef, Par, PAR_MNK};
 use crate::layout::{broadcast_shapes, contiguous_strides, Dims};
 use crate::{bail, Array, DType, Result};
 use rayon::prelude::*;
@@ -333,7 +333,7 @@ pub fn batched_matmul(lhs: &Array, rhs: &Array, out_shape: &[usize]) -> Result<A
     let n_out = total / chunk;
     let mut out = Vec::<f32>::with_capacity(total);
     let spare = &mut out.spare_capacity_mut()[..total];
-    if rayon::current_num_threads() > 1 && n_out > 1 && per < PAR_MNK && per * n_red * n_out >= 4 * SMALL_MNK {
+    if rayon::current_num_threads() > 1 && n_out > 1 && per < PAR_MNK && per * n_red * n_out >= PAR_MNK {
         spare.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| run(i, c, Par::Seq));
     } else {
         for (i, c) in spare.chunks_mut(chunk).enumerate() {

@@ -1,9 +1,10 @@
 //! Compares the GEMM kernels kiln can put behind `ops::gemm::gemm` on square f32 products
-//! C = A·B, at 1 and 2 rayon threads, and measures what `Array::matmul` adds on top (output
+//! C = A·B (or, with `--bt`, C = A·Bᵀ with B stored row-major: the layout of `x @ Wᵀ` in
+//! linear and of `q @ kᵀ` in attention), at 1 and 2 rayon threads, and measures what `Array::matmul` adds on top (output
 //! allocation, shape handling). The figures in docs/performance.md come from this program:
 //!
 //! ```text
-//! cargo run --release -p kiln-tensor --example gemm_compare [-- --sizes 16,128,256 --threads 1,2]
+//! cargo run --release -p kiln-tensor --example gemm_compare [-- --sizes 16,128,256 --threads 1,2 --bt]
 //! ```
 //!
 //! Each figure is the best and the median of up to 7 samples of at least 50 ms each during which
@@ -75,6 +76,7 @@ fn time(mut f: impl FnMut()) -> (f64, f64, bool) {
 fn main() {
     let mut sizes = vec![16usize, 128, 256, 512, 1024, 2048];
     let mut threads = vec![1usize, 2];
+    let mut bt = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let list = |s: Option<String>| -> Vec<usize> {
@@ -83,8 +85,9 @@ fn main() {
         match a.as_str() {
             "--sizes" => sizes = list(args.next()),
             "--threads" => threads = list(args.next()),
+            "--bt" => bt = true,
             _ => {
-                eprintln!("usage: gemm_compare [--sizes 16,128,...] [--threads 1,2]");
+                eprintln!("usage: gemm_compare [--sizes 16,128,...] [--threads 1,2] [--bt]");
                 std::process::exit(2);
             }
         }
@@ -128,8 +131,8 @@ fn main() {
                             1,
                             n as isize,
                             bd.as_ptr(),
-                            1,
-                            n as isize,
+                            if bt { n as isize } else { 1 },
+                            if bt { 1 } else { n as isize },
                             0.0,
                             1.0,
                             false,
@@ -140,6 +143,9 @@ fn main() {
                         black_box(&c);
                     }),
                 );
+                let bm = if bt { MatRef::row_major(bd, n, n).t() } else { MatRef::row_major(bd, n, n) };
+                let bt_arr = b.t().unwrap();
+                let b_op = if bt { &bt_arr } else { &b };
                 let mut through = |name: &str, kern: Kernel| {
                     set_kernel(kern);
                     report(
@@ -148,7 +154,7 @@ fn main() {
                             gemm(
                                 MatMut::row_major(&mut c, n, n),
                                 MatRef::row_major(ad, n, n),
-                                MatRef::row_major(bd, n, n),
+                                bm,
                                 1.0,
                                 false,
                                 Par::Auto,
@@ -167,7 +173,7 @@ fn main() {
                 report(
                     "Array::matmul end to end (allocates C)",
                     time(|| {
-                        black_box(a.matmul(&b).unwrap());
+                        black_box(a.matmul(b_op).unwrap());
                     }),
                 );
             }

@@ -109,18 +109,20 @@ fn gemm_matches_naive_for_every_kernel_and_layout() {
     for kern in [Kernel::Auto, Kernel::GemmCrate, Kernel::MatrixMultiply, Kernel::Small] {
         set_kernel(kern);
         for (si, &(m, n, k)) in shapes.iter().enumerate() {
-            // layout variants: 0 = row-major, 1 = transposed storage, 2 = gapped rows/cols, 3 = broadcast
-            for lay in 0..4 {
+            // layout variants: 0 = row-major, 1 = transposed storage, 2 = gapped rows/cols,
+            // 3 = broadcast, 4 = A row-major with B column-major (`x @ Wᵀ`)
+            for lay in 0..5 {
                 let seed = (si * 7 + lay) as u64;
                 let (ad, aoff, ars, acs) = match lay {
                     0 => (vals(m * k, seed), 0, k, 1),
                     1 => (vals(m * k, seed), 0, 1, m),
                     2 => (vals(3 + m * (k + 2), seed), 3, k + 2, 1),
+                    4 => (vals(m * k, seed), 0, k, 1),
                     _ => (vals(k, seed), 0, 0, 1), // every row the same
                 };
                 let (bd, boff, brs, bcs) = match lay {
                     0 => (vals(k * n, seed + 1), 0, n, 1),
-                    1 => (vals(k * n, seed + 1), 0, 1, k),
+                    1 | 4 => (vals(k * n, seed + 1), 0, 1, k),
                     2 => (vals(1 + 2 * k * n, seed + 1), 1, 2 * n, 2),
                     _ => (vals(k, seed + 1), 0, 1, 0), // every column the same
                 };

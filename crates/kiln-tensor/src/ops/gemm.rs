@@ -205,6 +205,9 @@ pub const PAR_MNK: usize = 80 * 80 * 80;
 /// kiln's kernel re-reads A once per 32 columns of C; above this many elements of A (1 MiB,
 /// the L2 cache of a Zen 4 core) with more than 32 columns, the `gemm` crate's blocking wins.
 const SMALL_MAX_A: usize = 1 << 18;
+/// Products `A·B` with A row-major and B column-major (`x @ Wᵀ`) with `m·n·k` up to this run
+/// kiln's dot-product kernel (see [`gemm`]).
+pub const DOTS_MNK: usize = 512 * 512 * 512;
 
 /// `C = alpha·A·B` (`accumulate == false`, C is not read) or `C += alpha·A·B`
 /// (`accumulate == true`), for `A: m x k`, `B: k x n`, `C: m x n`, all with arbitrary strides.
@@ -242,7 +245,13 @@ pub fn gemm(mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, accumul
     let par = if threads > 1 { Par::Auto } else { Par::Seq };
     let kern = kernel();
     let small = match kern {
-        Kernel::Auto => mnk <= SMALL_MNK && (n <= 32 || m * k <= SMALL_MAX_A),
+        Kernel::Auto => match small::shape(&a, &b) {
+            // x @ Wᵀ: the `gemm` crate splits such products poorly over threads (70-140
+            // GFLOP/s at 2 threads where kiln's dot kernel reaches 150-210), but its one-thread
+            // kernel beats the dot kernel while k is short.
+            small::Shape::Dots => mnk <= DOTS_MNK && (threads > 1 || k >= 192 || mnk <= 32 * 32 * 128),
+            _ => mnk <= SMALL_MNK && (n <= 32 || m * k <= SMALL_MAX_A),
+        },
         Kernel::Small => true,
         _ => false,
     };
@@ -336,12 +345,35 @@ fn mm_gemm(mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, accumula
     }
 }
 
-/// kiln's own kernel for tiny products, where packing and dispatch cost more than the math.
+/// kiln's own kernels for small and mid-size products, where packing and dispatch cost more
+/// than they save.
 mod small {
     use super::{MatMut, MatRef};
 
-    /// Runs the product if this machine and layout suit the kernel (false otherwise), split
-    /// over `threads` rayon tasks (bands of rows, or of columns when there are few rows).
+    /// Which of kiln's kernels suits a layout.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Shape {
+        /// B row-major (`cs == 1`): broadcast-A, multiply-add rows of B (`x86::gemm`).
+        RowsOfB,
+        /// A row-major and B column-major (`x @ Wᵀ`, `q @ kᵀ`): dot products (`x86::gemm_nt`).
+        Dots,
+        /// Neither: B must be packed first.
+        Other,
+    }
+
+    /// The kernel a layout calls for.
+    pub(super) fn shape(a: &MatRef<'_>, b: &MatRef<'_>) -> Shape {
+        if b.cs == 1 || b.cols == 1 {
+            Shape::RowsOfB
+        } else if (a.cs == 1 || a.cols == 1) && (b.rs == 1 || b.rows == 1) && a.cols >= 64 {
+            Shape::Dots
+        } else {
+            Shape::Other
+        }
+    }
+
+    /// Runs the product if this machine and layout suit kiln's kernels (false otherwise),
+    /// split over `threads` rayon tasks (bands of rows, or of columns when there are few rows).
     pub(super) fn try_gemm(
         c: &mut MatMut<'_>,
         a: &MatRef<'_>,
@@ -356,28 +388,58 @@ mod small {
                 return false;
             }
             let (m, n, k) = (a.rows, b.cols, a.cols);
-            let (ap, cp) = (a.ptr(), c.ptr());
-            if b.cs == 1 || n == 1 {
-                // SAFETY: AVX-512F is present; the views are in bounds and C's rows are distinct.
-                unsafe { split(threads, m, n, k, ap, a.rs, a.cs, b.ptr(), b.rs, cp, c.rs, alpha, acc) };
-                return true;
-            }
-            // B is not row-major (e.g. a transposed weight): pack it when that is cheap next
-            // to the product (a strided gather costs about as much as 16 multiply-adds).
-            if k * n > 64 * 64 && m < 128 {
-                return false;
-            }
-            PACK.with(|p| {
-                let mut p = p.borrow_mut();
-                p.clear();
-                p.reserve(k * n);
-                let bd = &b.data[b.offset..];
-                for i in 0..k {
-                    p.extend((0..n).map(|j| bd[i * b.rs + j * b.cs]));
+            let p = Ptrs(a.ptr(), b.ptr(), c.ptr());
+            let (rsa, csa, rsb, csb, rsc) = (a.rs, a.cs, b.rs, b.cs, c.rs);
+            // SAFETY (all kernel calls): AVX-512F is present; the views are in bounds, C's rows
+            // are distinct, and `split` hands out disjoint bands of C.
+            match shape(a, b) {
+                Shape::RowsOfB => split(threads, m, n, x86::MR, 32, move |i0, rows, j0, cols| unsafe {
+                    let (a, b, c) = (p.a().add(i0 * rsa), p.b().add(j0), p.c().add(i0 * rsc + j0));
+                    x86::gemm(rows, cols, k, a, rsa, csa, b, rsb, c, rsc, alpha, acc)
+                }),
+                Shape::Dots => split(threads, m, n, x86::NT, x86::NT, move |i0, rows, j0, cols| unsafe {
+                    let (a, b, c) = (p.a().add(i0 * rsa), p.b().add(j0 * csb), p.c().add(i0 * rsc + j0));
+                    x86::gemm_nt(rows, cols, k, a, rsa, b, csb, c, rsc, alpha, acc)
+                }),
+                Shape::Other => {
+                    // Pack B row-major when that is cheap next to the product (a strided
+                    // gather costs about as much as 16 multiply-adds).
+                    if k * n > 64 * 64 && m < 128 {
+                        return false;
+                    }
+                    PACK.with(|buf| {
+                        let mut buf = buf.borrow_mut();
+                        buf.clear();
+                        buf.resize(k * n, 0.0);
+                        let src = b.ptr();
+                        // SAFETY: (i, j) < (k, n) stays inside the bounds-checked view of B,
+                        // and `buf` holds k x n elements.
+                        unsafe {
+                            let dst = buf.as_mut_ptr();
+                            if rsb == 1 {
+                                // Columns of B are contiguous: read them in order.
+                                for j in 0..n {
+                                    let col = src.add(j * csb);
+                                    for i in 0..k {
+                                        *dst.add(i * n + j) = *col.add(i);
+                                    }
+                                }
+                            } else {
+                                for i in 0..k {
+                                    for j in 0..n {
+                                        *dst.add(i * n + j) = *src.add(i * rsb + j * csb);
+                                    }
+                                }
+                            }
+                        }
+                        let bp = Ptrs(p.0, buf.as_ptr(), p.2);
+                        split(threads, m, n, x86::MR, 32, move |i0, rows, j0, cols| unsafe {
+                            let (a, b, c) = (bp.a().add(i0 * rsa), bp.b().add(j0), bp.c().add(i0 * rsc + j0));
+                            x86::gemm(rows, cols, k, a, rsa, csa, b, n, c, rsc, alpha, acc)
+                        });
+                    });
                 }
-                // SAFETY: as above; the packed B is k x n row-major.
-                unsafe { split(threads, m, n, k, ap, a.rs, a.cs, p.as_ptr(), n, cp, c.rs, alpha, acc) };
-            });
+            }
             true
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -396,50 +458,41 @@ mod small {
     unsafe impl Send for Ptrs {}
     #[cfg(target_arch = "x86_64")]
     unsafe impl Sync for Ptrs {}
-
-    /// Runs [`x86::gemm`] over `threads` bands of C: rows in multiples of the micro-tile
-    /// height, or columns in multiples of its width when there are too few rows.
-    ///
-    /// # Safety
-    /// As [`x86::gemm`].
     #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn split(
+    impl Ptrs {
+        // Methods (not field reads) so that closures capture the whole, shareable struct.
+        fn a(self) -> *const f32 {
+            self.0
+        }
+        fn b(self) -> *const f32 {
+            self.1
+        }
+        fn c(self) -> *mut f32 {
+            self.2
+        }
+    }
+
+    /// Calls `run(i0, rows, j0, cols)` over `threads` bands of an `m x n` C: bands of rows in
+    /// multiples of `tm`, or of columns in multiples of `tn` when there are too few rows; all
+    /// of C at once on one thread.
+    #[cfg(target_arch = "x86_64")]
+    fn split(
         threads: usize,
         m: usize,
         n: usize,
-        k: usize,
-        a: *const f32,
-        rsa: usize,
-        csa: usize,
-        b: *const f32,
-        rsb: usize,
-        c: *mut f32,
-        rsc: usize,
-        alpha: f32,
-        acc: bool,
+        tm: usize,
+        tn: usize,
+        run: impl Fn(usize, usize, usize, usize) + Sync,
     ) {
         use rayon::prelude::*;
-        let p = Ptrs(a, b, c);
-        let (rows_band, cols_band) =
-            (m.div_ceil(threads).next_multiple_of(x86::MR), n.div_ceil(threads).next_multiple_of(32));
-        // SAFETY (all calls): bands are disjoint parts of the caller's valid views.
-        if threads <= 1 || (m < 2 * x86::MR && n < 2 * 32) {
-            unsafe { x86::gemm(m, n, k, a, rsa, csa, b, rsb, c, rsc, alpha, acc) };
-        } else if m >= 2 * x86::MR {
-            (0..m.div_ceil(rows_band)).into_par_iter().for_each(|t| {
-                let (p, i0) = (p, t * rows_band);
-                let rows = rows_band.min(m - i0);
-                unsafe {
-                    x86::gemm(rows, n, k, p.0.add(i0 * rsa), rsa, csa, p.1, rsb, p.2.add(i0 * rsc), rsc, alpha, acc)
-                };
-            });
+        if threads <= 1 || (m < 2 * tm && n < 2 * tn) {
+            run(0, m, 0, n);
+        } else if m >= 2 * tm {
+            let band = m.div_ceil(threads).next_multiple_of(tm);
+            (0..m.div_ceil(band)).into_par_iter().for_each(|t| run(t * band, band.min(m - t * band), 0, n));
         } else {
-            (0..n.div_ceil(cols_band)).into_par_iter().for_each(|t| {
-                let (p, j0) = (p, t * cols_band);
-                let cols = cols_band.min(n - j0);
-                unsafe { x86::gemm(m, cols, k, p.0, rsa, csa, p.1.add(j0), rsb, p.2.add(j0), rsc, alpha, acc) };
-            });
+            let band = n.div_ceil(threads).next_multiple_of(tn);
+            (0..n.div_ceil(band)).into_par_iter().for_each(|t| run(0, m, t * band, band.min(n - t * band)));
         }
     }
 
@@ -454,6 +507,103 @@ mod small {
 
         /// Rows per micro-tile.
         pub(super) const MR: usize = 8;
+        /// Rows and columns per tile of [`gemm_nt`].
+        pub(super) const NT: usize = 4;
+
+        /// `C (=|+=) alpha·A·B` for A row-major by rows (`cs == 1`) and B column-major
+        /// (`rs == 1`), the layout of `x @ Wᵀ`: every element is a dot product of two contiguous
+        /// runs of k. 4x4 tiles keep 16 zmm accumulators over k (8 loads per 16 multiply-adds),
+        /// then one transpose-and-add tree reduces the 16 of them at once. Rows are taken in
+        /// blocks whose A fits in L2, so A is read from cache once per 4 columns of C.
+        ///
+        /// # Safety
+        /// AVX-512F must be available; all `m x k`, `k x n`, `m x n` elements must be valid,
+        /// with C's rows distinct.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn gemm_nt(
+            m: usize,
+            n: usize,
+            k: usize,
+            a: *const f32,
+            rsa: usize,
+            b: *const f32,
+            csb: usize,
+            c: *mut f32,
+            rsc: usize,
+            alpha: f32,
+            acc: bool,
+        ) {
+            let (full, rem) = (k / 16, k % 16);
+            let tail: __mmask16 = ((1u32 << rem) - 1) as u16;
+            let block = ((1usize << 16) / k.max(1)).max(NT).next_multiple_of(NT);
+            let al = _mm512_set1_ps(alpha);
+            for ib in (0..m).step_by(block) {
+                let ie = (ib + block).min(m);
+                for j0 in (0..n).step_by(NT) {
+                    let nc = (n - j0).min(NT);
+                    // Columns past the edge repeat the last one; their results are not stored.
+                    let bp: [*const f32; NT] = std::array::from_fn(|j| b.add((j0 + j.min(nc - 1)) * csb));
+                    for i0 in (ib..ie).step_by(NT) {
+                        let nr = (ie - i0).min(NT);
+                        let ap: [*const f32; NT] = std::array::from_fn(|i| a.add((i0 + i.min(nr - 1)) * rsa));
+                        let mut s = [[_mm512_setzero_ps(); NT]; NT];
+                        for q in 0..full {
+                            let o = q * 16;
+                            let bv: [__m512; NT] = std::array::from_fn(|j| _mm512_loadu_ps(bp[j].add(o)));
+                            for (i, si) in s.iter_mut().enumerate() {
+                                let av = _mm512_loadu_ps(ap[i].add(o));
+                                for j in 0..NT {
+                                    si[j] = _mm512_fmadd_ps(av, bv[j], si[j]);
+                                }
+                            }
+                        }
+                        if rem > 0 {
+                            let o = full * 16;
+                            let bv: [__m512; NT] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(tail, bp[j].add(o)));
+                            for (i, si) in s.iter_mut().enumerate() {
+                                let av = _mm512_maskz_loadu_ps(tail, ap[i].add(o));
+                                for j in 0..NT {
+                                    si[j] = _mm512_fmadd_ps(av, bv[j], si[j]);
+                                }
+                            }
+                        }
+                        // Lanes 4i..4i+nc of `w` go to row i: a masked store from an address
+                        // 4i elements before the row touches exactly those nc elements.
+                        let w = _mm512_mul_ps(reduce16(&s), al);
+                        let cols: __mmask16 = (1u16 << nc) - 1;
+                        for i in 0..nr {
+                            let (m_i, base) = (cols << (NT * i), c.add((i0 + i) * rsc + j0).wrapping_sub(NT * i));
+                            let v = if acc { _mm512_add_ps(w, _mm512_maskz_loadu_ps(m_i, base)) } else { w };
+                            _mm512_mask_storeu_ps(base, m_i, v);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// The 16 horizontal sums of `s[i][j]`, lane `4i + j`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn reduce16(s: &[[__m512; NT]; NT]) -> __m512 {
+            let x: [__m512; 16] = std::array::from_fn(|t| s[t / NT][t % NT]);
+            // Per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3] for each pair (x, y).
+            let t: [__m512; 8] = std::array::from_fn(|p| {
+                let (a, b) = (x[2 * p], x[2 * p + 1]);
+                _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+            });
+            // Per 128-bit lane: the lane's partial sums of 4 consecutive inputs.
+            let u: [__m512; 4] = std::array::from_fn(|q| {
+                let (a, b) = (_mm512_castps_pd(t[2 * q]), _mm512_castps_pd(t[2 * q + 1]));
+                _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)))
+            });
+            // Sum the four 128-bit lanes: pairs of lanes, then pairs of pairs.
+            let half = |a: __m512, b: __m512| {
+                _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(a, b), _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b))
+            };
+            let (v0, v1) = (half(u[0], u[1]), half(u[2], u[3]));
+            half(v0, v1)
+        }
 
         /// `C (=|+=) alpha·A·B` with B and C row-major by rows (`cs == 1`), A any strides.
         /// Micro-tiles of up to 8 rows x 32 columns held in 16 zmm accumulators; the last

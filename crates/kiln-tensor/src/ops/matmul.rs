@@ -222,8 +222,9 @@ fn batch_strides(x: &Array, rank: usize, batch: &[usize]) -> SmallVec<[usize; 6]
 /// summed down to `out_shape` (`[.., n, m]` whose batch dims are those of the broadcast batch,
 /// or 1 / missing where they are summed). Never materializes a broadcast operand: batch dims
 /// that allow it are folded into one GEMM (rows of lhs when rhs is shared, the inner dim when
-/// the output sums over the batch), the rest are a loop of GEMMs, in parallel over output
-/// batches when each GEMM is too small to split.
+/// the output sums over the batch), the rest are a loop of GEMMs, spread over rayon's pool
+/// by batch when there are enough batches (or each GEMM is too small to split), otherwise in
+/// turn with each GEMM using the pool.
 pub fn batched_matmul(lhs: &Array, rhs: &Array, out_shape: &[usize]) -> Result<Array> {
     lhs.expect_dtype("matmul", DType::F32)?;
     rhs.expect_dtype("matmul", DType::F32)?;
@@ -333,7 +334,15 @@ pub fn batched_matmul(lhs: &Array, rhs: &Array, out_shape: &[usize]) -> Result<A
     let n_out = total / chunk;
     let mut out = Vec::<f32>::with_capacity(total);
     let spare = &mut out.spare_capacity_mut()[..total];
-    if rayon::current_num_threads() > 1 && n_out > 1 && per < PAR_MNK && per * n_red * n_out >= PAR_MNK {
+    // One fork-join over the batches beats one per product (each costs a worker wake-up):
+    // split the batches when there are enough of them to keep the threads even, or when the
+    // products are too small to split themselves.
+    let threads = rayon::current_num_threads();
+    let batch_par = threads > 1
+        && n_out > 1
+        && per * n_red * n_out >= PAR_MNK
+        && (per < PAR_MNK || n_out >= 2 * threads || n_out % threads == 0);
+    if batch_par {
         spare.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| run(i, c, Par::Seq));
     } else {
         for (i, c) in spare.chunks_mut(chunk).enumerate() {

@@ -1,6 +1,7 @@
 //! Every CPU kernel, a file per op family. Each family adds methods to [`Array`](crate::Array).
 
 pub mod binary;
+pub mod gemm;
 pub mod index;
 pub mod matmul;
 pub mod reduce;

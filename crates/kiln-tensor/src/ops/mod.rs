@@ -2,6 +2,7 @@
 
 pub mod binary;
 pub mod index;
+pub mod loss;
 pub mod matmul;
 pub mod reduce;
 pub mod shape;

@@ -644,27 +644,23 @@ impl CeParams<'_> {
 
 dispatched! {
     /// Cross-entropy of one row of `c` logits with class `t`: returns `[ℓ, max, ln Σ exp(x − max)]`.
-    fn ce_row(x: &[f32], t: usize, p: CeParams) -> [f32; 3] {
+    /// `scratch` (at least `c` long) stages `x − max` and its exponentials, so the scalar `exp`
+    /// calls are independent and the sums run in the vectorized slice kernels.
+    fn ce_row(x: &[f32], t: usize, p: CeParams, scratch: &mut [f32]) -> [f32; 3] {
         let m = max_slice(x);
-        let mut buf = [0f32; 256];
-        let (mut s, mut sm) = (0f64, 0f64);
-        for (k, chunk) in x.chunks(buf.len()).enumerate() {
-            let b = &mut buf[..chunk.len()];
-            b.iter_mut().zip(chunk).for_each(|(o, &v)| *o = v - m);
-            if p.eps > 0.0 {
-                sm += match p.w {
-                    Some(w) => dot_slice(b, &w[k * 256..k * 256 + b.len()]),
-                    None => sum_slice(b),
-                } as f64;
-            }
-            exp_inplace(b);
-            s += sum_slice(b) as f64;
-        }
-        let ls = s.ln() as f32;
+        let e = &mut scratch[..x.len()];
+        e.iter_mut().zip(x).for_each(|(e, &v)| *e = v - m);
+        let sm = match (p.eps > 0.0, p.w) {
+            (false, _) => 0.0,
+            (true, None) => sum_slice(e),
+            (true, Some(w)) => dot_slice(e, w),
+        };
+        exp_inplace(e);
+        let ls = sum_slice(e).ln();
         let mut l = -(1.0 - p.eps) * p.wt(t) * ((x[t] - m) - ls);
         if p.eps > 0.0 {
             // Σ_c w_c·lp_c = Σ_c w_c·(x_c − m) − (Σ_c w_c)·ls
-            l -= p.eps / x.len() as f32 * (sm as f32 - p.wsum * ls);
+            l -= p.eps / x.len() as f32 * (sm - p.wsum * ls);
         }
         [l, m, ls]
     }
@@ -780,13 +776,14 @@ impl Array {
             let p = CeParams { w, wsum: w.map_or(c as f32, sum_slice), eps };
             let classes = &ctx.classes;
             par_blocks(&mut rec, d, c * d, |first, chunk| {
+                let mut scratch = if d == 1 { vec![0f32; c] } else { Vec::new() };
                 for (k, r) in chunk.chunks_exact_mut(d).enumerate() {
                     let i = first + k;
                     let xs = &x[i * c * d..(i + 1) * c * d];
                     if d == 1 {
                         r[0] = match classes[i] {
                             IGNORED => [0.0; 3],
-                            t => ce_row(xs, t, p),
+                            t => ce_row(xs, t, p, &mut scratch),
                         };
                     } else {
                         ce_slab(xs, &classes[i * d..(i + 1) * d], p, r);

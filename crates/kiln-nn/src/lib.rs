@@ -1,8 +1,8 @@
 //! # kiln-nn
 //!
 //! Building blocks for neural networks: the [`Module`] trait and its derive (named parameters,
-//! train / eval, freezing, state dicts), [`Forward`] and [`Sequential`], layers, and parameter
-//! initialisation with PyTorch's defaults.
+//! train / eval, freezing, state dicts), [`Forward`] and [`Sequential`], layers, the loss modules
+//! ([`loss`]), and parameter initialisation with PyTorch's defaults.
 
 // The derive names this crate `::kiln_nn`, inside it as well as outside.
 extern crate self as kiln_nn;
@@ -11,6 +11,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod forward;
 pub mod init;
+pub mod loss;
 pub mod module;
 pub mod sequential;
 
@@ -18,5 +19,6 @@ pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use forward::{Forward, ForwardModule};
 pub use kiln_derive::Module;
+pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss};
 pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
 pub use sequential::{Identity, Sequential};

@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod dropout;
 pub mod index;
+pub mod loss;
 pub mod matmul;
 pub mod reduce;
 pub mod shape;

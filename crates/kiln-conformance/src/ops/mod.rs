@@ -7,6 +7,7 @@ use kiln::{Result, Tensor};
 mod elementwise;
 mod indexing;
 mod linalg;
+mod loss;
 mod optim;
 mod reduce;
 mod shape;
@@ -23,4 +24,5 @@ pub fn run(case: &Case) -> Option<Result<Outputs>> {
         .or_else(|| indexing::run(op, case))
         .or_else(|| linalg::run(op, case))
         .or_else(|| optim::run(op, case))
+        .or_else(|| loss::run(op, case))
 }

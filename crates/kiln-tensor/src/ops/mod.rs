@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod gemm;
 pub mod index;
+pub mod loss;
 pub mod matmul;
 pub mod reduce;
 pub mod shape;

@@ -1,16 +1,20 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and weight decay
 //! (PyTorch's `torch.optim.SGD`).
 
-use kiln_autograd::{Array, Error, Result, Tensor};
+use crate::optimizer::{for_chunks, non_negative, param_slice, Core, ParamGroup, ParamState, Params, StateDict};
+use crate::Optimizer;
+use kiln_autograd::{Array, Error, Result};
 
 /// PyTorch's SGD. Per step, for each parameter `p` with gradient `g`:
 /// `g += weight_decay·p`; with momentum, `buf = g` on the first step, else
 /// `buf = momentum·buf + (1 − dampening)·g`, then `g = g + momentum·buf` (Nesterov) or `g = buf`;
 /// finally `p −= lr·g`. Updates are in place: no allocation per step after the first.
 ///
+/// State (see [`Optimizer::state_dict`]): `<param>.momentum_buffer` when momentum is on.
+///
 /// ```
 /// use kiln_autograd::Tensor;
-/// use kiln_optim::Sgd;
+/// use kiln_optim::{Optimizer, Sgd};
 /// let w = Tensor::from_vec(vec![1.0, 2.0], &[2])?.requires_grad_(true);
 /// let mut opt = Sgd::new(vec![w.clone()], 0.1);
 /// (&w * &w).sum_all().backward()?; // grad = 2w
@@ -19,25 +23,33 @@ use kiln_autograd::{Array, Error, Result, Tensor};
 /// # Ok::<(), kiln_autograd::Error>(())
 /// ```
 pub struct Sgd {
-    params: Vec<Tensor>,
-    buffers: Vec<Option<Vec<f32>>>,
-    /// Learning rate.
-    pub lr: f32,
+    core: Core<SgdState>,
     /// Momentum factor (0 = none).
     pub momentum: f32,
     /// Dampening of the momentum.
     pub dampening: f32,
     /// Nesterov momentum (needs momentum > 0 and dampening 0).
     pub nesterov: bool,
-    /// L2 penalty added to the gradient.
+    /// L2 penalty added to the gradient, for groups without their own.
     pub weight_decay: f32,
 }
 
+struct SgdState {
+    momentum_buffer: Array,
+}
+
+impl ParamState for SgdState {
+    const KEYS: &'static [&'static str] = &["momentum_buffer"];
+    fn save(&self, name: &str, out: &mut StateDict) {
+        out.insert(format!("{name}.momentum_buffer"), self.momentum_buffer.clone());
+    }
+}
+
 impl Sgd {
-    /// Plain SGD over `params` with learning rate `lr`.
-    pub fn new(params: Vec<Tensor>, lr: f32) -> Sgd {
-        let n = params.len();
-        Sgd { params, buffers: vec![None; n], lr, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
+    /// Plain SGD over `params` (a `Vec<Tensor>`, named parameters or [`Params`] groups) with
+    /// learning rate `lr` for groups without their own.
+    pub fn new(params: impl Into<Params>, lr: f32) -> Sgd {
+        Sgd { core: Core::new(params.into(), lr), momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 }
     }
 
     /// Sets the momentum factor.
@@ -55,71 +67,61 @@ impl Sgd {
         self.nesterov = nesterov;
         self
     }
-    /// Sets the weight decay (L2 penalty).
+    /// Sets the weight decay (L2 penalty) of groups without their own.
     pub fn weight_decay(mut self, weight_decay: f32) -> Sgd {
         self.weight_decay = weight_decay;
         self
     }
+}
 
-    /// The parameters being optimized.
-    pub fn params(&self) -> &[Tensor] {
-        &self.params
-    }
-
-    /// Clears every parameter's gradient.
-    pub fn zero_grad(&self) {
-        for p in &self.params {
-            p.zero_grad();
+impl Optimizer for Sgd {
+    fn step(&mut self) -> Result<()> {
+        let (mom, damp, nesterov, wd_default) = (self.momentum, self.dampening, self.nesterov, self.weight_decay);
+        if !non_negative(mom) {
+            return Err(Error::op("sgd", format!("invalid momentum {mom}")));
         }
-    }
-
-    /// One update of every parameter that has a gradient.
-    pub fn step(&mut self) -> Result<()> {
-        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+        if nesterov && (mom <= 0.0 || damp != 0.0) {
             return Err(Error::op("sgd", "nesterov momentum requires a momentum and zero dampening"));
         }
-        for i in 0..self.params.len() {
-            let Some(g) = self.params[i].grad() else { continue };
-            let mut buf = self.buffers[i].take();
-            let r = self.update(&self.params[i], &g, &mut buf);
-            self.buffers[i] = buf;
-            r?;
-        }
-        Ok(())
-    }
-
-    fn update(&self, p: &Tensor, g: &Array, buf: &mut Option<Vec<f32>>) -> Result<()> {
-        let g = g.f32_cow()?;
-        let (lr, mom, damp, wd, nesterov) = (self.lr, self.momentum, self.dampening, self.weight_decay, self.nesterov);
-        p.update_data(|data| -> Result<()> {
-            let w = data.make_mut_f32()?;
-            if w.len() != g.len() {
-                return Err(Error::op("sgd", format!("gradient has {} elements, parameter {}", g.len(), w.len())));
-            }
-            match (mom != 0.0, buf.as_mut()) {
-                (false, _) => {
-                    for (w, &g) in w.iter_mut().zip(g.iter()) {
-                        *w -= lr * (g + wd * *w);
-                    }
+        self.core.for_each_grad("sgd", wd_default, |lr, wd, p, g, st| {
+            let g = g.f32_cow()?;
+            p.update_data(|data| {
+                let w = param_slice("sgd", data, &g)?;
+                if mom == 0.0 {
+                    for_chunks([w], &g, &|[w], g| {
+                        for (w, &g) in w.iter_mut().zip(g) {
+                            *w -= lr * (g + wd * *w);
+                        }
+                    });
+                    return Ok(());
                 }
-                (true, None) => {
-                    let mut b = Vec::with_capacity(w.len());
-                    for (w, &g) in w.iter_mut().zip(g.iter()) {
+                // The first step sets buf = g: a fresh buffer is zero, so keep·0 + 1·g is exact.
+                let (keep, take) = if st.is_none() { (0.0, 1.0) } else { (mom, 1.0 - damp) };
+                let st = st.get_or_insert_with(|| SgdState { momentum_buffer: Array::zeros(p.shape()) });
+                let b = st.momentum_buffer.make_mut_f32()?;
+                for_chunks([w, b], &g, &|[w, b], g| {
+                    for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
                         let d = g + wd * *w;
-                        b.push(d);
-                        *w -= lr * if nesterov { d + mom * d } else { d };
-                    }
-                    *buf = Some(b);
-                }
-                (true, Some(b)) => {
-                    for ((w, &g), b) in w.iter_mut().zip(g.iter()).zip(b.iter_mut()) {
-                        let d = g + wd * *w;
-                        *b = mom * *b + (1.0 - damp) * d;
+                        *b = keep * *b + take * d;
                         *w -= lr * if nesterov { d + mom * *b } else { *b };
                     }
-                }
-            }
-            Ok(())
+                });
+                Ok(())
+            })
         })
+    }
+
+    fn param_groups(&self) -> &[ParamGroup] {
+        &self.core.groups
+    }
+    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
+        &mut self.core.groups
+    }
+    fn state_dict(&self) -> Result<StateDict> {
+        self.core.state_dict()
+    }
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
+        self.core
+            .load_state_dict(state, |_, _, e| Ok(e.buffer("momentum_buffer")?.map(|b| SgdState { momentum_buffer: b })))
     }
 }

@@ -27,5 +27,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod prelude {
     pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
     pub use kiln_nn::{Forward, Module};
-    pub use kiln_optim::Sgd;
+    pub use kiln_optim::{Adam, AdamW, LrScheduler, Optimizer, Sgd};
 }

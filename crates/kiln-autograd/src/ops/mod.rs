@@ -9,6 +9,7 @@ pub mod binary;
 pub mod dropout;
 pub mod index;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod index;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

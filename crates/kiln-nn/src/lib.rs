@@ -12,6 +12,7 @@ pub mod embedding;
 pub mod forward;
 pub mod init;
 pub mod module;
+pub mod norm;
 pub mod sequential;
 
 pub use dropout::Dropout;
@@ -19,4 +20,5 @@ pub use embedding::Embedding;
 pub use forward::{Forward, ForwardModule};
 pub use kiln_derive::Module;
 pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
+pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm};
 pub use sequential::{Identity, Sequential};

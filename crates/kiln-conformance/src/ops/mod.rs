@@ -7,6 +7,7 @@ use kiln::{Result, Tensor};
 mod elementwise;
 mod indexing;
 mod linalg;
+mod norm;
 mod optim;
 mod reduce;
 mod shape;
@@ -22,5 +23,6 @@ pub fn run(case: &Case) -> Option<Result<Outputs>> {
         .or_else(|| shape::run(op, case))
         .or_else(|| indexing::run(op, case))
         .or_else(|| linalg::run(op, case))
+        .or_else(|| norm::run(op, case))
         .or_else(|| optim::run(op, case))
 }

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod init;
 pub mod loss;
 pub mod module;
+pub mod norm;
 pub mod sequential;
 
 pub use dropout::Dropout;
@@ -21,4 +22,5 @@ pub use forward::{Forward, ForwardModule};
 pub use kiln_derive::Module;
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss};
 pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
+pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm};
 pub use sequential::{Identity, Sequential};

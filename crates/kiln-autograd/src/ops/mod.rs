@@ -10,6 +10,7 @@ pub mod dropout;
 pub mod index;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

@@ -8,6 +8,7 @@ mod elementwise;
 mod indexing;
 mod linalg;
 mod loss;
+mod norm;
 mod optim;
 mod reduce;
 mod shape;
@@ -23,6 +24,7 @@ pub fn run(case: &Case) -> Option<Result<Outputs>> {
         .or_else(|| shape::run(op, case))
         .or_else(|| indexing::run(op, case))
         .or_else(|| linalg::run(op, case))
+        .or_else(|| norm::run(op, case))
         .or_else(|| optim::run(op, case))
         .or_else(|| loss::run(op, case))
 }

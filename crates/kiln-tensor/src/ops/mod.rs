@@ -5,6 +5,7 @@ pub mod gemm;
 pub mod index;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

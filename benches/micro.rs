@@ -29,10 +29,10 @@ fn matmul(c: &mut Criterion) {
 fn elementwise(c: &mut Criterion) {
     let mut g = c.benchmark_group("elementwise_1M");
     let (x, y) = (rand_tensor(&[1 << 20], 3), rand_tensor(&[1 << 20], 4));
-    g.throughput(Throughput::Bytes(3 * 4 << 20));
+    g.throughput(Throughput::Bytes((3 * 4) << 20));
     g.bench_function("add", |b| b.iter(|| &x + &y));
     g.bench_function("mul", |b| b.iter(|| &x * &y));
-    g.throughput(Throughput::Bytes(2 * 4 << 20));
+    g.throughput(Throughput::Bytes((2 * 4) << 20));
     g.bench_function("exp", |b| b.iter(|| x.exp()));
 }
 

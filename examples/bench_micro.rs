@@ -25,7 +25,8 @@ fn main() -> Result<()> {
     }
     if wanted("elementwise") {
         let (x, y) = (Tensor::from_array(rand_array(&[1 << 20], 3)), Tensor::from_array(rand_array(&[1 << 20], 4)));
-        let cases: [(&str, Box<dyn Fn() -> Tensor>, f64); 3] = [
+        type Op<'a> = Box<dyn Fn() -> Tensor + 'a>;
+        let cases: [(&str, Op, f64); 3] = [
             ("add", Box::new(|| &x + &y), 3.0),
             ("mul", Box::new(|| &x * &y), 3.0),
             ("exp", Box::new(|| x.exp()), 2.0),

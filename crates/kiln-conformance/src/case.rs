@@ -1,6 +1,6 @@
 //! One conformance case: its manifest entry, its tensors, and typed access to its attrs.
 
-use kiln::{Array, DType, Error, Result, Tensor};
+use kiln::{Array, Error, Result, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -176,10 +176,5 @@ impl Case {
     /// The stored tensor `name` as an array.
     pub fn stored(&self, name: &str) -> Result<&Array> {
         self.stored.get(name).ok_or_else(|| Error::Msg(format!("tensor {name} is not stored in the case file")))
-    }
-
-    /// True for an I64 input.
-    pub fn is_int(&self, name: &str) -> bool {
-        self.stored.get(name).is_some_and(|a| a.dtype() == DType::I64)
     }
 }

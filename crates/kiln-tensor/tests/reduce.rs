@@ -415,7 +415,7 @@ fn ref_softmax(x: &[f32], shape: &[usize], d: usize, log: bool) -> Vec<f64> {
     let n = shape[d];
     let mut out = vec![0f64; x.len()];
     for start in 0..x.len() {
-        if (start / st[d]) % n != 0 {
+        if !(start / st[d]).is_multiple_of(n) {
             continue;
         }
         let idx: Vec<usize> = (0..n).map(|k| start + k * st[d]).collect();

@@ -341,7 +341,7 @@ pub fn batched_matmul(lhs: &Array, rhs: &Array, out_shape: &[usize]) -> Result<A
     let batch_par = threads > 1
         && n_out > 1
         && per * n_red * n_out >= PAR_MNK
-        && (per < PAR_MNK || n_out >= 2 * threads || n_out % threads == 0);
+        && (per < PAR_MNK || n_out >= 2 * threads || n_out.is_multiple_of(threads));
     if batch_par {
         spare.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| run(i, c, Par::Seq));
     } else {

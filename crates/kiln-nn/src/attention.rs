@@ -91,7 +91,7 @@ impl MultiheadAttention {
         batch_first: bool,
         rng: &mut impl Rng,
     ) -> Result<MultiheadAttention> {
-        if num_heads == 0 || embed_dim % num_heads != 0 {
+        if num_heads == 0 || !embed_dim.is_multiple_of(num_heads) {
             return Err(Error::op(OP, format!("embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")));
         }
         if !(0.0..=1.0).contains(&dropout) {

@@ -9,7 +9,18 @@ use kiln_tensor::layout::Dims;
 use kiln_tensor::{Array, Error, Result};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Recorded nodes alive in the process (see [`live_nodes`]).
+static LIVE_NODES: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of recorded op nodes alive in the whole process: each keeps its saved tensors
+/// until backward runs or the graph is dropped. It measures what a forward pass retains (a
+/// frozen backbone records nothing); it is global, so concurrent threads add to it.
+pub fn live_nodes() -> usize {
+    LIVE_NODES.load(Ordering::Relaxed)
+}
 
 /// A backward rule: given the gradient of the op's output and which inputs need a gradient,
 /// returns one gradient per input (`None` where not needed), each of that input's shape.
@@ -34,6 +45,12 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node; counted by [`live_nodes`] until dropped.
+    pub(crate) fn new(name: &'static str, shape: Dims, backward: BackwardFn, edges: SmallVec<[Edge; 2]>) -> Node {
+        LIVE_NODES.fetch_add(1, Ordering::Relaxed);
+        Node { name, shape, backward: Mutex::new(Some(backward)), edges }
+    }
+
     /// The op's name (`"mul"`, `"matmul"`, ...).
     pub fn name(&self) -> &'static str {
         self.name
@@ -49,6 +66,7 @@ impl std::fmt::Debug for Node {
 impl Drop for Node {
     // Unlink long chains iteratively: a recursive drop of a 100k-op graph would overflow the stack.
     fn drop(&mut self) {
+        LIVE_NODES.fetch_sub(1, Ordering::Relaxed);
         let mut stack: Vec<Arc<Node>> = Vec::new();
         for e in self.edges.drain(..) {
             if let Edge::Node(n) = e {

@@ -11,6 +11,6 @@ pub mod ops;
 mod tensor;
 
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
-pub use graph::{BackwardFn, Node};
+pub use graph::{live_nodes, BackwardFn, Node};
 pub use kiln_tensor::{Array, DType, Error, Result};
 pub use tensor::Tensor;

@@ -117,12 +117,7 @@ impl Tensor {
                 (None, false) => Edge::None,
             })
             .collect();
-        let node = Arc::new(Node {
-            name,
-            shape: Dims::from_slice(data.shape()),
-            backward: Mutex::new(Some(Box::new(backward) as BackwardFn)),
-            edges,
-        });
+        let node = Arc::new(Node::new(name, Dims::from_slice(data.shape()), Box::new(backward) as BackwardFn, edges));
         Tensor::make(data, true, Some(node))
     }
 

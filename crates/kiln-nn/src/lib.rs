@@ -7,20 +7,28 @@
 // The derive names this crate `::kiln_nn`, inside it as well as outside.
 extern crate self as kiln_nn;
 
+pub mod activation;
+pub mod attention;
 pub mod dropout;
 pub mod embedding;
 pub mod forward;
 pub mod init;
+pub mod linear;
 pub mod loss;
 pub mod module;
 pub mod norm;
 pub mod sequential;
+pub mod transformer;
 
+pub use activation::{LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, GELU};
+pub use attention::{MhaOptions, MultiheadAttention};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use forward::{Forward, ForwardModule};
+pub use linear::Linear;
 pub use kiln_derive::Module;
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss};
 pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
 pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm};
 pub use sequential::{Identity, Sequential};
+pub use transformer::{Activation, TransformerEncoderLayer, TransformerEncoderLayerConfig};

@@ -5,6 +5,7 @@
 //! Every fallible op has a `try_` form returning `Result`, and a plain form that panics with
 //! the same message at the caller's line.
 
+pub mod attention;
 pub mod binary;
 pub mod dropout;
 pub mod index;

@@ -4,6 +4,7 @@
 use crate::case::Case;
 use kiln::{Result, Tensor};
 
+mod attention;
 mod elementwise;
 mod indexing;
 mod linalg;
@@ -12,6 +13,7 @@ mod norm;
 mod optim;
 mod reduce;
 mod shape;
+mod train;
 
 /// The outputs of a case, in `case.spec.outputs` order.
 pub type Outputs = Vec<Tensor>;
@@ -27,4 +29,6 @@ pub fn run(case: &Case) -> Option<Result<Outputs>> {
         .or_else(|| norm::run(op, case))
         .or_else(|| optim::run(op, case))
         .or_else(|| loss::run(op, case))
+        .or_else(|| attention::run(op, case))
+        .or_else(|| train::run(op, case))
 }

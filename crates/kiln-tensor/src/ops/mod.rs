@@ -1,5 +1,6 @@
 //! Every CPU kernel, a file per op family. Each family adds methods to [`Array`](crate::Array).
 
+pub mod attention;
 pub mod binary;
 pub mod gemm;
 pub mod index;

@@ -6,11 +6,13 @@
 //! the same message at the caller's line.
 
 pub mod binary;
+pub mod conv;
 pub mod dropout;
 pub mod index;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

@@ -4,6 +4,7 @@
 use crate::case::Case;
 use kiln::{Result, Tensor};
 
+mod conv;
 mod elementwise;
 mod indexing;
 mod linalg;
@@ -27,4 +28,5 @@ pub fn run(case: &Case) -> Option<Result<Outputs>> {
         .or_else(|| norm::run(op, case))
         .or_else(|| optim::run(op, case))
         .or_else(|| loss::run(op, case))
+        .or_else(|| conv::run(op, case))
 }

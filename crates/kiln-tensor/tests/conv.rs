@@ -368,6 +368,8 @@ fn pool_cases() -> Vec<([usize; 4], Pool2dOptions)> {
     vec![
         ([2, 3, 6, 6], o([2, 2], [2, 2], [0, 0])),
         ([2, 3, 7, 5], o([2, 2], [2, 2], [0, 0])),
+        ([2, 3, 5, 70], o([2, 2], [2, 2], [0, 0])),
+        ([1, 2, 4, 33], o([2, 2], [2, 2], [0, 0])),
         ([1, 2, 7, 7], o([3, 3], [2, 2], [1, 1])),
         ([2, 2, 6, 5], o([3, 2], [2, 1], [1, 0])),
         ([1, 1, 5, 6], o([2, 3], [1, 2], [1, 1])),
@@ -511,4 +513,22 @@ fn pool_shape_errors() {
     assert!(e.contains("adaptive_avg_pool2d") && e.contains("[4, 4]"), "{e}");
     let e = x.max_pool2d(&Pool2dOptions::new([2, 2]).stride([0, 1])).unwrap_err().to_string();
     assert!(e.contains("stride must be positive"), "{e}");
+}
+
+#[test]
+fn max_pool2d_propagates_nan_like_pytorch() {
+    // A NaN wins its window; a later larger number does not replace it.
+    for w in [4usize, 40] {
+        let mut v = vec![0f32; 2 * w];
+        v[1] = f32::NAN;
+        v[w] = 5.0;
+        v[w + 1] = 7.0;
+        let x = Array::from_vec(v, &[1, 1, 2, w]).unwrap();
+        for o in [Pool2dOptions::new([2, 2]), Pool2dOptions::new([2, 3]).stride([2, 2])] {
+            let (y, idx) = x.max_pool2d(&o).unwrap();
+            let y = y.to_vec_f32().unwrap();
+            assert!(y[0].is_nan(), "{o:?}: {y:?}");
+            assert_eq!(idx.to_array().to_vec::<i64>().unwrap()[0], 1, "{o:?}");
+        }
+    }
 }

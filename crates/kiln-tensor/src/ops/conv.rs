@@ -523,14 +523,56 @@ fn walk(g: &Geom, mut row: impl FnMut(usize, usize, (usize, usize), isize, (usiz
     }
 }
 
+/// Stride 1 with as many output columns as input columns (a "same" width, `2·pw = dw·(kw − 1)`):
+/// the valid part of an im2col row is then one contiguous run of the input plane (the input
+/// offset is the same for every output position), apart from the columns that wrap around
+/// into the neighbouring input row, which fall into the padding.
+fn contiguous_rows(g: &Geom) -> bool {
+    g.sh == 1 && g.sw == 1 && g.ow == g.w
+}
+
+/// For a [`contiguous_rows`] geometry: the run `dst..dst + len` of an im2col row that maps
+/// to `src..src + len` of the input plane (None if the row is all padding).
+fn contiguous_run(
+    g: &Geom,
+    (hlo, hhi): (usize, usize),
+    hoff: isize,
+    (wlo, whi): (usize, usize),
+    woff: isize,
+) -> Option<(usize, usize, usize)> {
+    if hhi <= hlo || whi <= wlo {
+        return None;
+    }
+    let ow = g.ow;
+    let dst = hlo * ow + wlo;
+    let len = (hhi - 1) * ow + whi - dst;
+    let src = ((hlo as isize + hoff) * g.w as isize + wlo as isize + woff) as usize;
+    Some((dst, src, len))
+}
+
 /// Writes the im2col matrix `[k, oh·ow]` of one (sample, group) input `x` into `cols`.
 fn im2col(x: &[f32], cols: &mut [f32], g: &Geom) {
     let (p, ow, hw, w) = (g.p(), g.ow, g.hw(), g.w);
+    let contiguous = contiguous_rows(g);
     walk(g, |r, c, (hlo, hhi), hoff, (wlo, whi), woff| {
         let plane = &x[c * hw..][..hw];
         let row = &mut cols[r * p..][..p];
         row[..hlo * ow].fill(0.0);
         row[hhi * ow..].fill(0.0);
+        if contiguous {
+            match contiguous_run(g, (hlo, hhi), hoff, (wlo, whi), woff) {
+                Some((dst, src, len)) => {
+                    row[dst..dst + len].copy_from_slice(&plane[src..src + len]);
+                    // The wrapped columns of every output row are padding.
+                    for o in hlo..hhi {
+                        row[o * ow..o * ow + wlo].fill(0.0);
+                        row[o * ow + whi..(o + 1) * ow].fill(0.0);
+                    }
+                }
+                None => row[hlo * ow..hhi * ow].fill(0.0),
+            }
+            return;
+        }
         for o in hlo..hhi {
             let ih = ((o * g.sh) as isize + hoff) as usize;
             let src = &plane[ih * w..][..w];
@@ -552,15 +594,29 @@ fn im2col(x: &[f32], cols: &mut [f32], g: &Geom) {
 }
 
 /// Adds the im2col-shaped `cols` `[k, oh·ow]` back into one (sample, group) input gradient
-/// `dx` (the adjoint of [`im2col`]).
-fn col2im(cols: &[f32], dx: &mut [f32], g: &Geom) {
+/// `dx` (the adjoint of [`im2col`]). `cols` is scratch: its padding positions may be zeroed.
+fn col2im(cols: &mut [f32], dx: &mut [f32], g: &Geom) {
     let (p, ow, hw, w) = (g.p(), g.ow, g.hw(), g.w);
+    let contiguous = contiguous_rows(g);
     walk(g, |r, c, (hlo, hhi), hoff, (wlo, whi), woff| {
         if whi <= wlo {
             return;
         }
         let plane = &mut dx[c * hw..][..hw];
-        let row = &cols[r * p..][..p];
+        let row = &mut cols[r * p..][..p];
+        if contiguous {
+            if let Some((dst, src, len)) = contiguous_run(g, (hlo, hhi), hoff, (wlo, whi), woff) {
+                // Zero the wrapped columns so that one contiguous add skips them.
+                for o in hlo..hhi {
+                    row[o * ow..o * ow + wlo].fill(0.0);
+                    row[o * ow + whi..(o + 1) * ow].fill(0.0);
+                }
+                for (d, s) in plane[src..src + len].iter_mut().zip(&row[dst..dst + len]) {
+                    *d += *s;
+                }
+            }
+            return;
+        }
         for o in hlo..hhi {
             let ih = ((o * g.sh) as isize + hoff) as usize;
             let dst = &mut plane[ih * w..][..w];

@@ -10,6 +10,7 @@
 use crate::parallel::PAR_ELEMS;
 use crate::{bail, Array, DType, Result};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Kernel size, stride and padding of a 2-d pooling (`[h, w]` each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,25 +168,105 @@ impl MaxPoolIndices {
     }
 }
 
+/// One output row of a 2x2, stride-2 max pooling: input rows `r0`, `r1` (`2·ow` elements
+/// each), the window maxima into `out` and their positions (`base` + offset in the plane,
+/// whose rows are `w` long) into `idx`. The windows are scanned in row-major order and a later
+/// element wins only when greater, or NaN (PyTorch's rule). 16 windows at a time with AVX-512.
+fn max2x2_row(r0: &[f32], r1: &[f32], out: &mut [MaybeUninit<f32>], idx: &mut [MaybeUninit<u32>], base: u32, w: u32) {
+    let ow = out.len();
+    assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && idx.len() == ow);
+    #[allow(unused_mut)]
+    let mut j0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present and the lengths were checked above.
+        j0 = unsafe { max2x2_avx512(r0, r1, out, idx, base, w) };
+    }
+    for j in j0..ow {
+        let c = 2 * j;
+        let (mut best, mut bi) = (r0[c], 0u32);
+        for (v, off) in [(r0[c + 1], 1u32), (r1[c], w), (r1[c + 1], w + 1)] {
+            if v > best || v.is_nan() {
+                best = v;
+                bi = off;
+            }
+        }
+        out[j].write(best);
+        idx[j].write(base + c as u32 + bi);
+    }
+}
+
+/// The AVX-512 part of [`max2x2_row`]: blocks of 16 windows, the last one masked; returns how
+/// many windows it did (all).
+///
+/// # Safety
+/// AVX-512F must be available; `r0`, `r1` hold `2·out.len()` elements and `idx` as many as `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max2x2_avx512(
+    r0: &[f32],
+    r1: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    idx: &mut [MaybeUninit<u32>],
+    base: u32,
+    w: u32,
+) -> usize {
+    use std::arch::x86_64::*;
+    let ow = out.len();
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let offs = [_mm512_set1_epi32(1), _mm512_set1_epi32(w as i32), _mm512_set1_epi32(w as i32 + 1)];
+    let mut j = 0;
+    while j < ow {
+        // A last, partial block uses masked loads and stores.
+        let r = (ow - j).min(16);
+        let (m, lo, hi) = if r == 16 {
+            (0xFFFF, 0xFFFF, 0xFFFF)
+        } else {
+            let m = ((1u32 << r) - 1) as __mmask16;
+            let two = 2 * r;
+            let lo = if two >= 16 { 0xFFFF } else { ((1u32 << two) - 1) as __mmask16 };
+            let hi = if two > 16 { ((1u32 << (two - 16)) - 1) as __mmask16 } else { 0 };
+            (m, lo, hi)
+        };
+        let (p0, p1) = (r0.as_ptr().add(2 * j), r1.as_ptr().add(2 * j));
+        let (a0, a1) = (_mm512_maskz_loadu_ps(lo, p0), _mm512_maskz_loadu_ps(hi, p0.add(16)));
+        let (b0, b1) = (_mm512_maskz_loadu_ps(lo, p1), _mm512_maskz_loadu_ps(hi, p1.add(16)));
+        let cand = [
+            _mm512_permutex2var_ps(a0, odd, a1),
+            _mm512_permutex2var_ps(b0, even, b1),
+            _mm512_permutex2var_ps(b0, odd, b1),
+        ];
+        let mut best = _mm512_permutex2var_ps(a0, even, a1);
+        let mut bi = _mm512_setzero_si512();
+        for (v, off) in cand.into_iter().zip(offs) {
+            let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            best = _mm512_mask_blend_ps(take, best, v);
+            bi = _mm512_mask_blend_epi32(take, bi, off);
+        }
+        let pos = _mm512_add_epi32(_mm512_add_epi32(_mm512_set1_epi32((base as usize + 2 * j) as i32), even), bi);
+        _mm512_mask_storeu_ps(out.as_mut_ptr().add(j).cast(), m, best);
+        _mm512_mask_storeu_epi32(idx.as_mut_ptr().add(j).cast(), m, pos);
+        j += r;
+    }
+    j
+}
+
 /// Max pooling of one plane into `out` and `idx`.
-fn max_plane(x: &[f32], out: &mut [f32], idx: &mut [u32], p: &Planes, hr: &[Win], wr: &[Win], fast2x2: bool) {
+fn max_plane(
+    x: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    idx: &mut [MaybeUninit<u32>],
+    p: &Planes,
+    hr: &[Win],
+    wr: &[Win],
+    fast2x2: bool,
+) {
     let (w, ow) = (p.w, p.ow);
     if fast2x2 {
         for o in 0..p.oh {
-            let (r0, r1) = (&x[2 * o * w..][..w], &x[(2 * o + 1) * w..][..w]);
-            let (orow, irow) = (&mut out[o * ow..][..ow], &mut idx[o * ow..][..ow]);
-            let base = (2 * o * w) as u32;
-            for j in 0..ow {
-                let c = 2 * j;
-                let (mut best, mut bi) = (r0[c], c as u32);
-                for (v, i) in [(r0[c + 1], c + 1), (r1[c], w + c), (r1[c + 1], w + c + 1)] {
-                    let take = v > best || v.is_nan();
-                    best = if take { v } else { best };
-                    bi = if take { i as u32 } else { bi };
-                }
-                orow[j] = best;
-                irow[j] = base + bi;
-            }
+            let (r0, r1) = (&x[2 * o * w..][..2 * ow], &x[(2 * o + 1) * w..][..2 * ow]);
+            max2x2_row(r0, r1, &mut out[o * ow..][..ow], &mut idx[o * ow..][..ow], (2 * o * w) as u32, w as u32);
         }
         return;
     }
@@ -201,8 +282,8 @@ fn max_plane(x: &[f32], out: &mut [f32], idx: &mut [u32], p: &Planes, hr: &[Win]
                     }
                 }
             }
-            out[o * ow + j] = best;
-            idx[o * ow + j] = bi as u32;
+            out[o * ow + j].write(best);
+            idx[o * ow + j].write(bi as u32);
         }
     }
 }
@@ -339,23 +420,29 @@ impl Array {
         let fast2x2 = opts.kernel_size == [2, 2] && opts.stride == [2, 2] && opts.padding == [0, 0];
         let xd = self.f32_cow()?;
         let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
-        let mut out = vec![0f32; p.planes * ohw];
-        let mut idx = vec![0u32; p.planes * ohw];
+        let total = p.planes * ohw;
+        let (mut out, mut idx) = (Vec::<f32>::with_capacity(total), Vec::<u32>::with_capacity(total));
         if ohw > 0 {
             let per = planes_per_task(p.planes, hw);
-            let run = |q0: usize, o: &mut [f32], ix: &mut [u32]| {
+            let run = |q0: usize, o: &mut [MaybeUninit<f32>], ix: &mut [MaybeUninit<u32>]| {
                 for (i, (o, ix)) in o.chunks_mut(ohw).zip(ix.chunks_mut(ohw)).enumerate() {
                     max_plane(&xd[(q0 + i) * hw..][..hw], o, ix, &p, &hr, &wr, fast2x2);
                 }
             };
+            let (o, ix) = (&mut out.spare_capacity_mut()[..total], &mut idx.spare_capacity_mut()[..total]);
             if per >= p.planes {
-                run(0, &mut out, &mut idx);
+                run(0, o, ix);
             } else {
-                out.par_chunks_mut(per * ohw)
-                    .zip(idx.par_chunks_mut(per * ohw))
+                o.par_chunks_mut(per * ohw)
+                    .zip(ix.par_chunks_mut(per * ohw))
                     .enumerate()
                     .for_each(|(t, (o, ix))| run(t * per, o, ix));
             }
+        }
+        // SAFETY: every plane's windows cover its whole output, and `max_plane` wrote each one.
+        unsafe {
+            out.set_len(total);
+            idx.set_len(total);
         }
         let shape = out_shape(self.shape(), p.oh, p.ow);
         let indices = MaxPoolIndices { idx, input_shape: self.shape().to_vec(), output_shape: shape.clone() };

@@ -7,11 +7,13 @@
 
 pub mod attention;
 pub mod binary;
+pub mod conv;
 pub mod dropout;
 pub mod index;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

@@ -5,6 +5,7 @@ use crate::case::Case;
 use kiln::{Result, Tensor};
 
 mod attention;
+mod conv;
 mod elementwise;
 mod indexing;
 mod linalg;
@@ -31,4 +32,5 @@ pub fn run(case: &Case) -> Option<Result<Outputs>> {
         .or_else(|| loss::run(op, case))
         .or_else(|| attention::run(op, case))
         .or_else(|| train::run(op, case))
+        .or_else(|| conv::run(op, case))
 }

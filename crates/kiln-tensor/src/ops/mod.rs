@@ -2,11 +2,13 @@
 
 pub mod attention;
 pub mod binary;
+pub mod conv;
 pub mod gemm;
 pub mod index;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;

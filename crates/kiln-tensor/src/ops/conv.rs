@@ -1,0 +1,972 @@
+//! Convolutions: `conv1d`, `conv2d` and `conv_transpose2d` (PyTorch's cross-correlation with
+//! zero padding, stride, dilation and groups), with their gradients.
+//!
+//! Everything is built from three kernels over one geometry ([`Geom`], the orientation of a
+//! conv2d: input `[N, Cin, H, W]`, weight `[Cout, Cin/G, kH, kW]`, output `[N, Cout, oH, oW]`):
+//!
+//! * the **forward** `out = W · im2col(x)` per sample and group (`[Cout/G, K] · [K, oH·oW]`,
+//!   `K = Cin/G·kH·kW`), the bias preloaded into the output so the GEMM adds onto it;
+//! * the **data gradient** `dx = col2im(Wᵀ · g)` (the adjoint of the forward), optionally
+//!   starting from a per-channel bias (the forward of `conv_transpose2d`);
+//! * the **weight gradient** `dW = Σ_n g · im2col(x)ᵀ`.
+//!
+//! A 1x1 convolution with stride 1 and no padding skips im2col: the input itself is the
+//! `[K, H·W]` matrix. `conv1d` is `conv2d` with `H = 1`; `conv_transpose2d` is the data
+//! gradient of a conv2d (forward), whose backward is that conv2d's forward (input gradient)
+//! and weight gradient with the roles of input and output gradient swapped.
+//!
+//! Every product goes through [`gemm`]. The (sample, group) units are independent: with
+//! enough of them (or when each product is too small to split), runs of units go to rayon's
+//! pool with single-threaded GEMMs; otherwise the units run in turn and each GEMM uses the
+//! pool. The im2col buffer is a per-thread scratch reused across units and calls. Weight
+//! gradients are summed per task (fixed runs of samples) and then added in task order, so
+//! repeated runs give identical results.
+
+use super::gemm::{gemm, MatMut, MatRef, Par, PAR_MNK};
+use super::reduce::sum_slice;
+use crate::{bail, Array, DType, Result};
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
+/// Stride, padding, dilation and groups of a [`conv2d`](Array::conv2d) (`[h, w]` each).
+/// `Default`: stride 1, padding 0, dilation 1, groups 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    /// Step of the window, `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Zeros added on both sides, `[ph, pw]`.
+    pub padding: [usize; 2],
+    /// Spacing of the kernel taps, `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// Number of channel groups (`Cin` and `Cout` must be divisible by it).
+    pub groups: usize,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Conv2dOptions { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 }
+    }
+}
+
+impl Conv2dOptions {
+    /// Sets the stride.
+    pub fn stride(mut self, stride: [usize; 2]) -> Self {
+        self.stride = stride;
+        self
+    }
+    /// Sets the padding.
+    pub fn padding(mut self, padding: [usize; 2]) -> Self {
+        self.padding = padding;
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, dilation: [usize; 2]) -> Self {
+        self.dilation = dilation;
+        self
+    }
+    /// Sets the number of groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+}
+
+/// Stride, padding, dilation and groups of a [`conv1d`](Array::conv1d).
+/// `Default`: stride 1, padding 0, dilation 1, groups 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1dOptions {
+    /// Step of the window.
+    pub stride: usize,
+    /// Zeros added on both sides.
+    pub padding: usize,
+    /// Spacing of the kernel taps.
+    pub dilation: usize,
+    /// Number of channel groups.
+    pub groups: usize,
+}
+
+impl Default for Conv1dOptions {
+    fn default() -> Self {
+        Conv1dOptions { stride: 1, padding: 0, dilation: 1, groups: 1 }
+    }
+}
+
+impl Conv1dOptions {
+    /// Sets the stride.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+    /// Sets the padding.
+    pub fn padding(mut self, padding: usize) -> Self {
+        self.padding = padding;
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+    /// Sets the number of groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    fn to_2d(self) -> Conv2dOptions {
+        Conv2dOptions {
+            stride: [1, self.stride],
+            padding: [0, self.padding],
+            dilation: [1, self.dilation],
+            groups: self.groups,
+        }
+    }
+}
+
+/// Options of a [`conv_transpose2d`](Array::conv_transpose2d) (`[h, w]` each).
+/// `Default`: stride 1, padding 0, output padding 0, dilation 1, groups 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dOptions {
+    /// Stride of the conv2d this is the adjoint of.
+    pub stride: [usize; 2],
+    /// Padding of that conv2d (removed from the output).
+    pub padding: [usize; 2],
+    /// Extra rows/columns added at the bottom/right of the output (less than the stride or
+    /// the dilation).
+    pub output_padding: [usize; 2],
+    /// Spacing of the kernel taps.
+    pub dilation: [usize; 2],
+    /// Number of channel groups.
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose2dOptions {
+    fn default() -> Self {
+        ConvTranspose2dOptions { stride: [1, 1], padding: [0, 0], output_padding: [0, 0], dilation: [1, 1], groups: 1 }
+    }
+}
+
+impl ConvTranspose2dOptions {
+    /// Sets the stride.
+    pub fn stride(mut self, stride: [usize; 2]) -> Self {
+        self.stride = stride;
+        self
+    }
+    /// Sets the padding.
+    pub fn padding(mut self, padding: [usize; 2]) -> Self {
+        self.padding = padding;
+        self
+    }
+    /// Sets the output padding.
+    pub fn output_padding(mut self, output_padding: [usize; 2]) -> Self {
+        self.output_padding = output_padding;
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, dilation: [usize; 2]) -> Self {
+        self.dilation = dilation;
+        self
+    }
+    /// Sets the number of groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+}
+
+// ------------------------------------------------------------------------------- geometry
+
+/// One conv2d in forward orientation: input `[n, cin, h, w]`, weight `[cout, cin/groups, kh,
+/// kw]`, output `[n, cout, oh, ow]`. `oh`/`ow` are normally PyTorch's output sizes; the
+/// adjoint of a transposed conv with output padding may use fewer (the rest of the input is
+/// then never read).
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    groups: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+    dh: usize,
+    dw: usize,
+}
+
+impl Geom {
+    fn cin_g(&self) -> usize {
+        self.cin / self.groups
+    }
+    fn cout_g(&self) -> usize {
+        self.cout / self.groups
+    }
+    /// Rows of im2col: `cin/groups·kh·kw`.
+    fn k(&self) -> usize {
+        self.cin_g() * self.kh * self.kw
+    }
+    /// Output positions per sample: `oh·ow`.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    /// A 1x1 kernel with stride 1 and no padding: the input is its own im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+    }
+    fn units(&self) -> usize {
+        self.n * self.groups
+    }
+    fn input_shape(&self) -> [usize; 4] {
+        [self.n, self.cin, self.h, self.w]
+    }
+    fn output_shape(&self) -> [usize; 4] {
+        [self.n, self.cout, self.oh, self.ow]
+    }
+    fn weight_shape(&self) -> [usize; 4] {
+        [self.cout, self.cin_g(), self.kh, self.kw]
+    }
+}
+
+/// Errors unless every entry of `v` is positive.
+fn check_positive(op: &'static str, name: &str, v: &[usize]) -> Result<()> {
+    if v.contains(&0) {
+        bail!(op, "{name} must be positive, got {v:?}");
+    }
+    Ok(())
+}
+
+/// The geometry of a conv over 1 or 2 spatial dims (`stride.len()`), from the input and
+/// weight shapes; 1-d convs become 2-d ones with `h = 1`. Errors name `op` and the shapes.
+fn conv_geom(
+    op: &'static str,
+    x: &[usize],
+    wt: &[usize],
+    stride: &[usize],
+    padding: &[usize],
+    dilation: &[usize],
+    groups: usize,
+) -> Result<Geom> {
+    let s = stride.len();
+    let (xdesc, wdesc) = if s == 1 {
+        ("[N, C_in, L]", "[C_out, C_in/groups, K]")
+    } else {
+        ("[N, C_in, H, W]", "[C_out, C_in/groups, kH, kW]")
+    };
+    if x.len() != s + 2 {
+        bail!(op, "input must be {}-d {xdesc}, got shape {x:?}", s + 2);
+    }
+    if wt.len() != s + 2 {
+        bail!(op, "weight must be {}-d {wdesc}, got shape {wt:?} (input {x:?})", s + 2);
+    }
+    check_positive(op, "stride", stride)?;
+    check_positive(op, "dilation", dilation)?;
+    if groups == 0 {
+        bail!(op, "groups must be positive, got 0");
+    }
+    let (cin, cout) = (x[1], wt[0]);
+    if cin % groups != 0 {
+        bail!(op, "input {x:?} has {cin} channels, which is not divisible by groups ({groups})");
+    }
+    if cout % groups != 0 {
+        bail!(op, "weight {wt:?} has {cout} output channels, which is not divisible by groups ({groups})");
+    }
+    if wt[1] * groups != cin {
+        bail!(
+            op,
+            "weight {wt:?} expects {} input channels ({} per group x {groups} groups), but input {x:?} has {cin}",
+            wt[1] * groups,
+            wt[1]
+        );
+    }
+    let mut out = [1usize; 2];
+    for i in 0..s {
+        let (len, k) = (x[2 + i], wt[2 + i]);
+        let span = dilation[i] * k.saturating_sub(1) + 1;
+        let padded = len + 2 * padding[i];
+        if k == 0 || span > padded {
+            bail!(
+                op,
+                "kernel size {k} (dilated: {span}) in dim {} is larger than the padded input size {padded} (input {x:?}, weight {wt:?}, padding {padding:?}, dilation {dilation:?})",
+                2 + i
+            );
+        }
+        out[2 - s + i] = (padded - span) / stride[i] + 1;
+    }
+    let sp = |v: &[usize], d: usize| if s == 1 { [d, v[0]] } else { [v[0], v[1]] };
+    let (st, pd, dl) = (sp(stride, 1), sp(padding, 0), sp(dilation, 1));
+    let (h, w) = if s == 1 { (1, x[2]) } else { (x[2], x[3]) };
+    let (kh, kw) = if s == 1 { (1, wt[2]) } else { (wt[2], wt[3]) };
+    Ok(Geom {
+        n: x[0],
+        groups,
+        cin,
+        h,
+        w,
+        cout,
+        oh: out[0],
+        ow: out[1],
+        kh,
+        kw,
+        sh: st[0],
+        sw: st[1],
+        ph: pd[0],
+        pw: pd[1],
+        dh: dl[0],
+        dw: dl[1],
+    })
+}
+
+/// The conv2d geometry whose data gradient is the transposed conv of `x` `[N, Cin, H, W]` by
+/// `weight` `[Cin, Cout/groups, kH, kW]`: that conv2d maps the transposed conv's output
+/// `[N, Cout, Hout, Wout]` to `[N, Cin, H, W]` with the same weight.
+fn transposed_geom(op: &'static str, x: &[usize], wt: &[usize], o: &ConvTranspose2dOptions) -> Result<Geom> {
+    if x.len() != 4 {
+        bail!(op, "input must be 4-d [N, C_in, H, W], got shape {x:?}");
+    }
+    if wt.len() != 4 {
+        bail!(op, "weight must be 4-d [C_in, C_out/groups, kH, kW], got shape {wt:?} (input {x:?})");
+    }
+    check_positive(op, "stride", &o.stride)?;
+    check_positive(op, "dilation", &o.dilation)?;
+    let groups = o.groups;
+    if groups == 0 {
+        bail!(op, "groups must be positive, got 0");
+    }
+    let cin = x[1];
+    if wt[0] != cin {
+        bail!(op, "weight {wt:?} expects {} input channels (dim 0), but input {x:?} has {cin}", wt[0]);
+    }
+    if cin % groups != 0 {
+        bail!(op, "input {x:?} has {cin} channels, which is not divisible by groups ({groups})");
+    }
+    let mut out = [0usize; 2];
+    for i in 0..2 {
+        let (s, p, d, op_, k, len) =
+            (o.stride[i], o.padding[i], o.dilation[i], o.output_padding[i], wt[2 + i], x[2 + i]);
+        if op_ >= s && op_ >= d {
+            bail!(
+                op,
+                "output_padding {:?} must be smaller than either the stride {:?} or the dilation {:?}",
+                o.output_padding,
+                o.stride,
+                o.dilation
+            );
+        }
+        if k == 0 || len == 0 {
+            bail!(op, "input {x:?} and weight {wt:?} must have non-empty spatial dims");
+        }
+        let full = (len - 1) * s + d * (k - 1) + op_ + 1;
+        if full <= 2 * p {
+            bail!(
+                op,
+                "output size in dim {} is not positive: ({len} - 1)·{s} - 2·{p} + {d}·({k} - 1) + {op_} + 1 (input {x:?}, weight {wt:?})",
+                2 + i
+            );
+        }
+        out[i] = full - 2 * p;
+    }
+    Ok(Geom {
+        n: x[0],
+        groups,
+        cin: wt[1] * groups,
+        h: out[0],
+        w: out[1],
+        cout: cin,
+        oh: x[2],
+        ow: x[3],
+        kh: wt[2],
+        kw: wt[3],
+        sh: o.stride[0],
+        sw: o.stride[1],
+        ph: o.padding[0],
+        pw: o.padding[1],
+        dh: o.dilation[0],
+        dw: o.dilation[1],
+    })
+}
+
+/// Errors unless `a` has exactly `shape`.
+fn check_shape(op: &'static str, what: &str, a: &Array, shape: &[usize]) -> Result<()> {
+    a.expect_dtype(op, DType::F32)?;
+    if a.shape() != shape {
+        bail!(op, "{what} must have shape {shape:?}, got {:?}", a.shape());
+    }
+    Ok(())
+}
+
+/// Errors unless `bias` is f32 of shape `[channels]`.
+fn check_bias(op: &'static str, bias: Option<&Array>, channels: usize, weight: &[usize]) -> Result<()> {
+    if let Some(b) = bias {
+        b.expect_dtype(op, DType::F32)?;
+        if b.shape() != [channels] {
+            bail!(
+                op,
+                "bias must have shape [{channels}] (one per output channel of weight {weight:?}), got {:?}",
+                b.shape()
+            );
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------- scheduling
+
+/// How to spread `units` independent products of `unit_mnk` multiply-adds each: the number
+/// of tasks (contiguous runs of units) to run on rayon's pool with single-threaded GEMMs, or 1
+/// to run the units in turn with GEMMs that may use the pool themselves. Units are split when
+/// there are enough of them to keep the threads even, or when each product is too small to
+/// split well by itself.
+fn tasks_for(units: usize, unit_mnk: usize, max_per_thread: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || units <= 1 || units.saturating_mul(unit_mnk) < PAR_MNK {
+        return 1;
+    }
+    if unit_mnk < PAR_MNK || units >= 2 * threads || units % threads == 0 {
+        units.min(max_per_thread * threads)
+    } else {
+        1
+    }
+}
+
+/// Per-thread scratch kept across calls when no larger than this (32 MiB of f32).
+const SCRATCH_KEEP: usize = 1 << 23;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer of `len` elements (contents unspecified). The
+/// buffer is taken out while `f` runs, so a nested call gets a fresh one.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buf.len() < len {
+        buf.clear();
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    if buf.capacity() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| *s.borrow_mut() = buf);
+    }
+    r
+}
+
+/// Fills `chunk` with `v` and returns it as initialized.
+fn fill_uninit(chunk: &mut [MaybeUninit<f32>], v: f32) -> &mut [f32] {
+    chunk.fill(MaybeUninit::new(v));
+    // SAFETY: every element was just written.
+    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// Runs `run(first_unit, chunk, par)` over `out` (`units` chunks of `unit_len` elements), in
+/// `tasks` parallel runs (single-threaded GEMMs) or in one run (GEMMs may use the pool).
+/// Returns the filled vector; `run` must initialize every element of its chunk.
+fn per_unit_output(
+    units: usize,
+    unit_len: usize,
+    tasks: usize,
+    run: impl Fn(usize, &mut [MaybeUninit<f32>], Par) + Sync,
+) -> Vec<f32> {
+    let total = units * unit_len;
+    let mut out = Vec::<f32>::with_capacity(total);
+    if total > 0 {
+        let spare = &mut out.spare_capacity_mut()[..total];
+        if tasks > 1 {
+            let per = units.div_ceil(tasks);
+            spare.par_chunks_mut(per * unit_len).enumerate().for_each(|(t, c)| run(t * per, c, Par::Seq));
+        } else {
+            run(0, spare, Par::Auto);
+        }
+    }
+    // SAFETY: the chunks tile `0..total` and `run` initialized each one.
+    unsafe { out.set_len(total) };
+    out
+}
+
+// ------------------------------------------------------------------------------- im2col
+
+/// The output positions `lo..hi` (of `out`) whose input position `o·s + off` lies in `0..len`.
+fn valid_range(out: usize, s: usize, off: isize, len: usize) -> (usize, usize) {
+    let lo = if off >= 0 { 0 } else { (off.unsigned_abs()).div_ceil(s) };
+    let lim = len as isize - off;
+    let hi = if lim <= 0 { 0 } else { (lim as usize).div_ceil(s) }.min(out);
+    (lo.min(hi), hi)
+}
+
+/// Walks the rows of the im2col matrix of one (sample, group): for row `r` (input channel
+/// `c`, one kernel tap) calls `row(r, c, (hlo, hhi), hoff, (wlo, whi), woff)`, where output
+/// rows `hlo..hhi` read input row `o·sh + hoff` and output columns `wlo..whi` read input column
+/// `o·sw + woff`; the other output positions fall into the padding.
+#[inline(always)]
+fn walk(g: &Geom, mut row: impl FnMut(usize, usize, (usize, usize), isize, (usize, usize), isize)) {
+    let mut r = 0;
+    for c in 0..g.cin_g() {
+        for ki in 0..g.kh {
+            let hoff = (ki * g.dh) as isize - g.ph as isize;
+            let hr = valid_range(g.oh, g.sh, hoff, g.h);
+            for kj in 0..g.kw {
+                let woff = (kj * g.dw) as isize - g.pw as isize;
+                let wr = valid_range(g.ow, g.sw, woff, g.w);
+                row(r, c, hr, hoff, wr, woff);
+                r += 1;
+            }
+        }
+    }
+}
+
+/// Stride 1 with as many output columns as input columns (a "same" width, `2·pw = dw·(kw − 1)`):
+/// the valid part of an im2col row is then one contiguous run of the input plane (the input
+/// offset is the same for every output position), apart from the columns that wrap around
+/// into the neighbouring input row, which fall into the padding.
+fn contiguous_rows(g: &Geom) -> bool {
+    g.sh == 1 && g.sw == 1 && g.ow == g.w
+}
+
+/// For a [`contiguous_rows`] geometry: the run `dst..dst + len` of an im2col row that maps
+/// to `src..src + len` of the input plane (None if the row is all padding).
+fn contiguous_run(
+    g: &Geom,
+    (hlo, hhi): (usize, usize),
+    hoff: isize,
+    (wlo, whi): (usize, usize),
+    woff: isize,
+) -> Option<(usize, usize, usize)> {
+    if hhi <= hlo || whi <= wlo {
+        return None;
+    }
+    let ow = g.ow;
+    let dst = hlo * ow + wlo;
+    let len = (hhi - 1) * ow + whi - dst;
+    let src = ((hlo as isize + hoff) * g.w as isize + wlo as isize + woff) as usize;
+    Some((dst, src, len))
+}
+
+/// Writes the im2col matrix `[k, oh·ow]` of one (sample, group) input `x` into `cols`.
+fn im2col(x: &[f32], cols: &mut [f32], g: &Geom) {
+    let (p, ow, hw, w) = (g.p(), g.ow, g.hw(), g.w);
+    let contiguous = contiguous_rows(g);
+    walk(g, |r, c, (hlo, hhi), hoff, (wlo, whi), woff| {
+        let plane = &x[c * hw..][..hw];
+        let row = &mut cols[r * p..][..p];
+        row[..hlo * ow].fill(0.0);
+        row[hhi * ow..].fill(0.0);
+        if contiguous {
+            match contiguous_run(g, (hlo, hhi), hoff, (wlo, whi), woff) {
+                Some((dst, src, len)) => {
+                    row[dst..dst + len].copy_from_slice(&plane[src..src + len]);
+                    // The wrapped columns of every output row are padding.
+                    for o in hlo..hhi {
+                        row[o * ow..o * ow + wlo].fill(0.0);
+                        row[o * ow + whi..(o + 1) * ow].fill(0.0);
+                    }
+                }
+                None => row[hlo * ow..hhi * ow].fill(0.0),
+            }
+            return;
+        }
+        for o in hlo..hhi {
+            let ih = ((o * g.sh) as isize + hoff) as usize;
+            let src = &plane[ih * w..][..w];
+            let dst = &mut row[o * ow..][..ow];
+            dst[..wlo].fill(0.0);
+            dst[whi..].fill(0.0);
+            if whi > wlo {
+                let s0 = ((wlo * g.sw) as isize + woff) as usize;
+                if g.sw == 1 {
+                    dst[wlo..whi].copy_from_slice(&src[s0..s0 + (whi - wlo)]);
+                } else {
+                    for (d, s) in dst[wlo..whi].iter_mut().zip(src[s0..].iter().step_by(g.sw)) {
+                        *d = *s;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Adds the im2col-shaped `cols` `[k, oh·ow]` back into one (sample, group) input gradient
+/// `dx` (the adjoint of [`im2col`]). `cols` is scratch: its padding positions may be zeroed.
+fn col2im(cols: &mut [f32], dx: &mut [f32], g: &Geom) {
+    let (p, ow, hw, w) = (g.p(), g.ow, g.hw(), g.w);
+    let contiguous = contiguous_rows(g);
+    walk(g, |r, c, (hlo, hhi), hoff, (wlo, whi), woff| {
+        if whi <= wlo {
+            return;
+        }
+        let plane = &mut dx[c * hw..][..hw];
+        let row = &mut cols[r * p..][..p];
+        if contiguous {
+            if let Some((dst, src, len)) = contiguous_run(g, (hlo, hhi), hoff, (wlo, whi), woff) {
+                // Zero the wrapped columns so that one contiguous add skips them.
+                for o in hlo..hhi {
+                    row[o * ow..o * ow + wlo].fill(0.0);
+                    row[o * ow + whi..(o + 1) * ow].fill(0.0);
+                }
+                for (d, s) in plane[src..src + len].iter_mut().zip(&row[dst..dst + len]) {
+                    *d += *s;
+                }
+            }
+            return;
+        }
+        for o in hlo..hhi {
+            let ih = ((o * g.sh) as isize + hoff) as usize;
+            let dst = &mut plane[ih * w..][..w];
+            let src = &row[o * ow + wlo..o * ow + whi];
+            let s0 = ((wlo * g.sw) as isize + woff) as usize;
+            if g.sw == 1 {
+                for (d, s) in dst[s0..s0 + src.len()].iter_mut().zip(src) {
+                    *d += *s;
+                }
+            } else {
+                for (d, s) in dst[s0..].iter_mut().step_by(g.sw).zip(src) {
+                    *d += *s;
+                }
+            }
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------- kernels
+
+/// The conv2d forward: `out[n, g] = W_g · im2col(x[n, g]) (+ bias)`, `[n, cout, oh, ow]`.
+fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
+    let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
+    let pointwise = g.pointwise();
+    let tasks = tasks_for(g.units(), cout_g * k * p, 4);
+    per_unit_output(g.units(), unit_out, tasks, |u0, chunk, par| {
+        with_scratch(if pointwise { 0 } else { k * p }, |cols| {
+            for (i, o) in chunk.chunks_mut(unit_out).enumerate() {
+                let u = u0 + i;
+                let gi = u % g.groups;
+                let xin = &x[u * unit_in..][..unit_in];
+                let b = if pointwise {
+                    MatRef::row_major(xin, k, p)
+                } else {
+                    im2col(xin, cols, g);
+                    MatRef::row_major(cols, k, p)
+                };
+                let a = MatRef::new(wt, gi * cout_g * k, cout_g, k, k, 1);
+                match bias {
+                    Some(bv) => {
+                        let bv = &bv[gi * cout_g..][..cout_g];
+                        for (row, &v) in o.chunks_mut(p).zip(bv) {
+                            fill_uninit(row, v);
+                        }
+                        // SAFETY: every row was just filled.
+                        let o = unsafe { &mut *(o as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                        gemm(MatMut::row_major(o, cout_g, p), a, b, 1.0, true, par);
+                    }
+                    None => gemm(MatMut::uninit(o, 0, cout_g, p, p, 1), a, b, 1.0, false, par),
+                }
+            }
+        })
+    })
+}
+
+/// The conv2d data gradient: `dx[n, g] = col2im(W_gᵀ · gout[n, g])`, `[n, cin, h, w]`, each
+/// channel starting from `bias[c]` (or zero).
+fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
+    let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
+    let pointwise = g.pointwise();
+    let tasks = tasks_for(g.units(), cout_g * k * p, 4);
+    per_unit_output(g.units(), unit_in, tasks, |u0, chunk, par| {
+        with_scratch(if pointwise { 0 } else { k * p }, |cols| {
+            for (i, dxu) in chunk.chunks_mut(unit_in).enumerate() {
+                let u = u0 + i;
+                let gi = u % g.groups;
+                let a = MatRef::new(wt, gi * cout_g * k, k, cout_g, 1, k);
+                let b = MatRef::row_major(&gout[u * unit_out..][..unit_out], cout_g, p);
+                if pointwise && bias.is_none() {
+                    gemm(MatMut::uninit(dxu, 0, k, p, p, 1), a, b, 1.0, false, par);
+                    continue;
+                }
+                for (c, plane) in dxu.chunks_mut(hw.max(1)).enumerate() {
+                    fill_uninit(plane, bias.map_or(0.0, |b| b[gi * cin_g + c]));
+                }
+                // SAFETY: every plane was just filled.
+                let dxu = unsafe { &mut *(dxu as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                if pointwise {
+                    gemm(MatMut::row_major(dxu, k, p), a, b, 1.0, true, par);
+                } else {
+                    gemm(MatMut::row_major(cols, k, p), a, b, 1.0, false, par);
+                    col2im(cols, dxu, g);
+                }
+            }
+        })
+    })
+}
+
+/// The conv2d weight gradient: `dW_g = Σ_n gout[n, g] · im2col(x[n, g])ᵀ`, `[cout, k]`.
+fn grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
+    let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
+    let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
+    let pointwise = g.pointwise();
+    let units = g.units();
+    let run = |u0: usize, u1: usize, dw: &mut [f32], par: Par| {
+        with_scratch(if pointwise { 0 } else { k * p }, |cols| {
+            for u in u0..u1 {
+                let gi = u % g.groups;
+                let xin = &x[u * unit_in..][..unit_in];
+                let b = if pointwise {
+                    MatRef::row_major(xin, k, p).t()
+                } else {
+                    im2col(xin, cols, g);
+                    MatRef::row_major(cols, k, p).t()
+                };
+                let a = MatRef::row_major(&gout[u * unit_out..][..unit_out], cout_g, p);
+                gemm(MatMut::new(dw, gi * cout_g * k, cout_g, k, k, 1), a, b, 1.0, true, par);
+            }
+        })
+    };
+    let len = g.cout * k;
+    // One partial sum per task: at most one task per thread keeps the partials few.
+    let tasks = tasks_for(units, cout_g * k * p, 1);
+    if tasks <= 1 {
+        let mut dw = vec![0f32; len];
+        run(0, units, &mut dw, Par::Auto);
+        return dw;
+    }
+    let per = units.div_ceil(tasks);
+    let partials: Vec<Vec<f32>> = (0..units.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![0f32; len];
+            run(t * per, ((t + 1) * per).min(units), &mut dw, Par::Seq);
+            dw
+        })
+        .collect();
+    let mut it = partials.into_iter();
+    let mut dw = it.next().unwrap_or_else(|| vec![0f32; len]);
+    for part in it {
+        for (d, s) in dw.iter_mut().zip(&part) {
+            *d += *s;
+        }
+    }
+    dw
+}
+
+/// Per-channel sums of `g` `[n, c, s]` (the bias gradient), blocked sums added in f64.
+fn channel_sums(g: &[f32], n: usize, c: usize, s: usize) -> Vec<f32> {
+    let mut acc = vec![0f64; c];
+    if s > 0 {
+        for (i, plane) in g.chunks_exact(s).enumerate().take(n * c) {
+            acc[i % c] += sum_slice(plane) as f64;
+        }
+    }
+    acc.into_iter().map(|v| v as f32).collect()
+}
+
+// ------------------------------------------------------------------------------- Array API
+
+impl Array {
+    /// 2-d convolution (PyTorch's `conv2d`, a cross-correlation with zero padding):
+    /// `self` `[N, Cin, H, W]`, `weight` `[Cout, Cin/groups, kH, kW]`, `bias` `[Cout]`;
+    /// output `[N, Cout, oH, oW]` with `oH = ⌊(H + 2p − d(kH − 1) − 1)/s⌋ + 1`.
+    ///
+    /// ```
+    /// use kiln_tensor::{Array, ops::conv::Conv2dOptions};
+    /// let x = Array::from_vec((0..9).map(|v| v as f32).collect::<Vec<_>>(), &[1, 1, 3, 3])?;
+    /// let w = Array::ones(&[1, 1, 2, 2]);
+    /// let y = x.conv2d(&w, None, &Conv2dOptions::default())?;
+    /// assert_eq!(y.to_vec_f32()?, vec![8.0, 12.0, 20.0, 24.0]);
+    /// # Ok::<(), kiln_tensor::Error>(())
+    /// ```
+    pub fn conv2d(&self, weight: &Array, bias: Option<&Array>, opts: &Conv2dOptions) -> Result<Array> {
+        let op = "conv2d";
+        let g = conv_geom(op, self.shape(), weight.shape(), &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        conv_forward(op, self, weight, bias, &g)
+    }
+
+    /// The gradient of [`conv2d`](Array::conv2d) with respect to its input (of shape
+    /// `input_shape`), given the output gradient `grad_out` and the weight.
+    pub fn conv2d_grad_input(
+        grad_out: &Array,
+        weight: &Array,
+        input_shape: &[usize],
+        opts: &Conv2dOptions,
+    ) -> Result<Array> {
+        let op = "conv2d_backward";
+        let g = conv_geom(op, input_shape, weight.shape(), &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        conv_grad_input(op, grad_out, weight, None, &g, input_shape)
+    }
+
+    /// The gradient of [`conv2d`](Array::conv2d) with respect to its weight (of shape
+    /// `weight_shape`), given the output gradient `grad_out` and the input.
+    pub fn conv2d_grad_weight(
+        grad_out: &Array,
+        input: &Array,
+        weight_shape: &[usize],
+        opts: &Conv2dOptions,
+    ) -> Result<Array> {
+        let op = "conv2d_backward";
+        let g = conv_geom(op, input.shape(), weight_shape, &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        conv_grad_weight(op, grad_out, input, &g, weight_shape)
+    }
+
+    /// The bias gradient of a convolution: `grad_out` `[N, C, *]` summed over every dim but 1.
+    pub fn conv_grad_bias(grad_out: &Array) -> Result<Array> {
+        grad_out.expect_dtype("conv_backward", DType::F32)?;
+        if grad_out.rank() < 2 {
+            bail!("conv_backward", "output gradient must be [N, C, *], got shape {:?}", grad_out.shape());
+        }
+        let (n, c) = (grad_out.shape()[0], grad_out.shape()[1]);
+        let s = grad_out.shape()[2..].iter().product();
+        let gd = grad_out.f32_cow()?;
+        Ok(Array::from_f32_unchecked(channel_sums(&gd, n, c, s), &[c]))
+    }
+
+    /// 1-d convolution (PyTorch's `conv1d`): `self` `[N, Cin, L]`, `weight`
+    /// `[Cout, Cin/groups, K]`, `bias` `[Cout]`; output `[N, Cout, Lout]` with
+    /// `Lout = ⌊(L + 2p − d(K − 1) − 1)/s⌋ + 1`.
+    pub fn conv1d(&self, weight: &Array, bias: Option<&Array>, opts: &Conv1dOptions) -> Result<Array> {
+        let op = "conv1d";
+        let g = conv_geom(
+            op,
+            self.shape(),
+            weight.shape(),
+            &[opts.stride],
+            &[opts.padding],
+            &[opts.dilation],
+            opts.groups,
+        )?;
+        let out = conv_forward(op, self, weight, bias, &g)?;
+        out.reshape_to(&[g.n, g.cout, g.ow])
+    }
+
+    /// The gradient of [`conv1d`](Array::conv1d) with respect to its input.
+    pub fn conv1d_grad_input(
+        grad_out: &Array,
+        weight: &Array,
+        input_shape: &[usize],
+        opts: &Conv1dOptions,
+    ) -> Result<Array> {
+        let op = "conv1d_backward";
+        let g =
+            conv_geom(op, input_shape, weight.shape(), &[opts.stride], &[opts.padding], &[opts.dilation], opts.groups)?;
+        let o = opts.to_2d();
+        let w4 = weight.reshape_to(&g.weight_shape())?;
+        let go = grad_out_4d(op, grad_out, &g, &[g.n, g.cout, g.ow])?;
+        Array::conv2d_grad_input(&go, &w4, &g.input_shape(), &o)?.reshape_to(input_shape)
+    }
+
+    /// The gradient of [`conv1d`](Array::conv1d) with respect to its weight.
+    pub fn conv1d_grad_weight(
+        grad_out: &Array,
+        input: &Array,
+        weight_shape: &[usize],
+        opts: &Conv1dOptions,
+    ) -> Result<Array> {
+        let op = "conv1d_backward";
+        let g =
+            conv_geom(op, input.shape(), weight_shape, &[opts.stride], &[opts.padding], &[opts.dilation], opts.groups)?;
+        let o = opts.to_2d();
+        let x4 = input.reshape_to(&g.input_shape())?;
+        let go = grad_out_4d(op, grad_out, &g, &[g.n, g.cout, g.ow])?;
+        Array::conv2d_grad_weight(&go, &x4, &g.weight_shape(), &o)?.reshape_to(weight_shape)
+    }
+
+    /// Transposed 2-d convolution (PyTorch's `conv_transpose2d`, the adjoint of `conv2d`):
+    /// `self` `[N, Cin, H, W]`, `weight` `[Cin, Cout/groups, kH, kW]`, `bias` `[Cout]`;
+    /// output `[N, Cout, Hout, Wout]` with `Hout = (H − 1)s − 2p + d(kH − 1) + output_padding + 1`.
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Array,
+        bias: Option<&Array>,
+        opts: &ConvTranspose2dOptions,
+    ) -> Result<Array> {
+        let op = "conv_transpose2d";
+        let g = transposed_geom(op, self.shape(), weight.shape(), opts)?;
+        check_bias(op, bias, g.cin, weight.shape())?;
+        self.expect_dtype(op, DType::F32)?;
+        weight.expect_dtype(op, DType::F32)?;
+        let (x, w) = (self.f32_cow()?, weight.f32_cow()?);
+        let b = bias.map(|b| b.f32_cow()).transpose()?;
+        let out = grad_data(&x, &w, b.as_deref(), &g);
+        Ok(Array::from_f32_unchecked(out, &g.input_shape()))
+    }
+
+    /// The gradient of [`conv_transpose2d`](Array::conv_transpose2d) with respect to its input
+    /// (of shape `input_shape`): the conv2d of `grad_out` by the same weight.
+    pub fn conv_transpose2d_grad_input(
+        grad_out: &Array,
+        weight: &Array,
+        input_shape: &[usize],
+        opts: &ConvTranspose2dOptions,
+    ) -> Result<Array> {
+        let op = "conv_transpose2d_backward";
+        let g = transposed_geom(op, input_shape, weight.shape(), opts)?;
+        check_shape(op, "output gradient", grad_out, &g.input_shape())?;
+        weight.expect_dtype(op, DType::F32)?;
+        let (go, w) = (grad_out.f32_cow()?, weight.f32_cow()?);
+        Ok(Array::from_f32_unchecked(forward(&go, &w, None, &g), &g.output_shape()))
+    }
+
+    /// The gradient of [`conv_transpose2d`](Array::conv_transpose2d) with respect to its
+    /// weight (of shape `weight_shape`), given the output gradient and the input.
+    pub fn conv_transpose2d_grad_weight(
+        grad_out: &Array,
+        input: &Array,
+        weight_shape: &[usize],
+        opts: &ConvTranspose2dOptions,
+    ) -> Result<Array> {
+        let op = "conv_transpose2d_backward";
+        let g = transposed_geom(op, input.shape(), weight_shape, opts)?;
+        check_shape(op, "output gradient", grad_out, &g.input_shape())?;
+        input.expect_dtype(op, DType::F32)?;
+        let (go, x) = (grad_out.f32_cow()?, input.f32_cow()?);
+        Ok(Array::from_f32_unchecked(grad_weight(&go, &x, &g), weight_shape))
+    }
+}
+
+/// `grad_out` checked against the 1-d output shape and viewed as `[N, C, 1, L]`.
+fn grad_out_4d(op: &'static str, grad_out: &Array, g: &Geom, shape: &[usize]) -> Result<Array> {
+    check_shape(op, "output gradient", grad_out, shape)?;
+    grad_out.reshape_to(&g.output_shape())
+}
+
+fn conv_forward(op: &'static str, x: &Array, weight: &Array, bias: Option<&Array>, g: &Geom) -> Result<Array> {
+    x.expect_dtype(op, DType::F32)?;
+    weight.expect_dtype(op, DType::F32)?;
+    check_bias(op, bias, g.cout, weight.shape())?;
+    let (xd, wd) = (x.f32_cow()?, weight.f32_cow()?);
+    let b = bias.map(|b| b.f32_cow()).transpose()?;
+    Ok(Array::from_f32_unchecked(forward(&xd, &wd, b.as_deref(), g), &g.output_shape()))
+}
+
+fn conv_grad_input(
+    op: &'static str,
+    grad_out: &Array,
+    weight: &Array,
+    bias: Option<&[f32]>,
+    g: &Geom,
+    input_shape: &[usize],
+) -> Result<Array> {
+    check_shape(op, "output gradient", grad_out, &g.output_shape())?;
+    weight.expect_dtype(op, DType::F32)?;
+    let (go, w) = (grad_out.f32_cow()?, weight.f32_cow()?);
+    Ok(Array::from_f32_unchecked(grad_data(&go, &w, bias, g), input_shape))
+}
+
+fn conv_grad_weight(
+    op: &'static str,
+    grad_out: &Array,
+    input: &Array,
+    g: &Geom,
+    weight_shape: &[usize],
+) -> Result<Array> {
+    check_shape(op, "output gradient", grad_out, &g.output_shape())?;
+    input.expect_dtype(op, DType::F32)?;
+    let (go, x) = (grad_out.f32_cow()?, input.f32_cow()?);
+    Ok(Array::from_f32_unchecked(grad_weight(&x, &go, g), weight_shape))
+}

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Side-by-side run of kiln's foundation micro-benchmarks and PyTorch's, in one session.
+"""Side-by-side run of kiln's benchmarks and PyTorch's, in one session.
 
-  cargo build --release --example bench_micro
-  python3 benches/compare_micro.py --peers ../shared/bench --python venv/bin/python --rounds 3
+  cargo build --release --example bench_micro --example bench_train
+  python3 benches/compare.py --peers ../shared/bench --python venv/bin/python --rounds 3 [--suite micro|train|all]
 
-Runs, for each round and each thread count, PyTorch's torch_micro.py and the W0/W1 workloads of
-torch_bench.py, then kiln's examples/bench_micro (same workloads, same timing protocol), and
-prints a markdown table of the medians over rounds with kiln's ratio to PyTorch.
+micro: PyTorch's torch_micro.py and W0 of torch_bench.py against kiln's examples/bench_micro.
+train: W2, W3 and W5 of torch_bench.py against kiln's examples/bench_train.
+Each round runs every thread count of both sides; the table shows the medians over rounds and
+kiln's figure over PyTorch's.
 """
 import argparse, json, os, statistics, subprocess, sys
 
@@ -30,7 +31,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peers", default="../shared/bench")
     ap.add_argument("--python", default=sys.executable)
-    ap.add_argument("--kiln", default="target/release/examples/bench_micro")
+    ap.add_argument("--kiln-dir", default="target/release/examples")
+    ap.add_argument("--suite", default="all", choices=["micro", "train", "all"])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -38,14 +40,23 @@ def main():
     metric = {}
     for _ in range(a.rounds):
         for t in [int(x) for x in a.threads.split(",")]:
-            recs = run([a.python, os.path.join(a.peers, "torch_micro.py"), "--threads", str(t)], t)
-            recs += [r for r in run([a.python, os.path.join(a.peers, "torch_bench.py"), "--workloads", "w0", "--threads", str(t)], t)]
-            recs += run([a.kiln, "--threads", str(t)], t)
+            recs = []
+            if a.suite in ("micro", "all"):
+                recs += run([a.python, os.path.join(a.peers, "torch_micro.py"), "--threads", str(t)], t)
+                recs += run([a.python, os.path.join(a.peers, "torch_bench.py"), "--workloads", "w0", "--threads", str(t)], t)
+                recs += run([os.path.join(a.kiln_dir, "bench_micro"), "--threads", str(t)], t)
+            if a.suite in ("train", "all"):
+                recs += run([a.python, os.path.join(a.peers, "torch_bench.py"), "--workloads", "w2,w3,w5", "--threads", str(t)], t)
+                for w in ("w2", "w3", "w5"):  # one process each, so peak RSS is the workload's own
+                    recs += run([os.path.join(a.kiln_dir, "bench_train"), "--threads", str(t), "--only", w], t)
             for r in recs:
                 if "value" not in r:
                     continue
                 w, th = key(r)
                 vals.setdefault((r["impl"], w, th), []).append(r["value"])
+                if "peak_rss_mib" in r:
+                    vals.setdefault((r["impl"], w + " peak RSS", th), []).append(r["peak_rss_mib"])
+                    metric[w + " peak RSS"] = "MiB"
                 metric[w] = r["metric"]
     rows = sorted({(w, t) for (_, w, t) in vals}, key=lambda x: (x[1], x[0]))
     print("| workload | threads | metric | PyTorch | kiln | kiln / PyTorch | kiln share of FMA peak |")
@@ -59,6 +70,7 @@ def main():
         p, k = statistics.median(p), statistics.median(k)
         m = metric[w]
         peak = f"{100 * k / FMA_PEAK[t]:.0f}%" if m == "GFLOP/s" else ""
+        # Below 1 is better for times and memory (us, ms/step, MiB).
         print(f"| {w} | {t} | {m} | {p:.3f} | {k:.3f} | {k / p:.2f} | {peak} |")
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@
 //! gradients are summed per task (fixed runs of samples) and then added in task order, so
 //! repeated runs give identical results.
 
-use super::gemm::{gemm, MatMut, MatRef, Par, PAR_MNK};
+use super::gemm::{gemm, MatMut, MatRef, Par, PAR_MNK, SMALL_MNK};
 use super::reduce::sum_slice;
 use crate::{bail, Array, DType, Result};
 use rayon::prelude::*;
@@ -502,17 +502,61 @@ fn valid_range(out: usize, s: usize, off: isize, len: usize) -> (usize, usize) {
     (lo.min(hi), hi)
 }
 
-/// Walks the rows of the im2col matrix of one (sample, group): for row `r` (input channel
-/// `c`, one kernel tap) calls `row(r, c, (hlo, hhi), hoff, (wlo, whi), woff)`, where output
-/// rows `hlo..hhi` read input row `o·sh + hoff` and output columns `wlo..whi` read input column
-/// `o·sw + woff`; the other output positions fall into the padding.
+/// A block of output rows `o0..o1` of one (sample, group): the columns
+/// `o0·ow .. o1·ow` of its im2col matrix.
+#[derive(Clone, Copy, Debug)]
+struct Rows {
+    o0: usize,
+    o1: usize,
+}
+
+impl Rows {
+    /// Output positions in the block.
+    fn len(&self, g: &Geom) -> usize {
+        (self.o1 - self.o0) * g.ow
+    }
+}
+
+/// The row blocks of an `oh`-row output, `rows` output rows each (the last may be shorter).
+fn row_blocks(g: &Geom, rows: usize) -> impl Iterator<Item = Rows> + '_ {
+    (0..g.oh).step_by(rows.max(1)).map(move |o0| Rows { o0, o1: (o0 + rows).min(g.oh) })
+}
+
+/// im2col blocks keep this many elements at most (512 KiB: they stay in L2 between the im2col
+/// and the product), unless one output row is already larger.
+const BLOCK_ELEMS: usize = 1 << 17;
+
+/// From this many im2col rows on, the weight gradient is accumulated transposed (see
+/// [`grad_weight`]).
+const TRANSPOSED_DW_K: usize = 96;
+
+/// Output rows per block when each (sample, group) runs on one thread: blocks small enough to
+/// stay in L2 and to make products that kiln's unpacked GEMM kernel takes (see
+/// [`SMALL_MNK`]), evened out over the output. All rows at once otherwise (the products then
+/// split over the pool themselves).
+fn block_rows(g: &Geom, blocked: bool) -> usize {
+    if !blocked || g.oh == 0 {
+        return g.oh.max(1);
+    }
+    let (k, m, ow) = (g.k().max(1), g.cout_g().max(1), g.ow.max(1));
+    let cols = (BLOCK_ELEMS / k).min(SMALL_MNK / (k * m).max(1)).max(1);
+    let rows = (cols / ow).clamp(1, g.oh);
+    let blocks = g.oh.div_ceil(rows);
+    g.oh.div_ceil(blocks)
+}
+
+/// Walks the rows of the im2col block `b` of one (sample, group): for row `r` (input channel
+/// `c`, one kernel tap) calls `row(r, c, (hlo, hhi), hoff, (wlo, whi), woff)`, where output rows
+/// `hlo..hhi` (within the block) read input row `o·sh + hoff` and output columns `wlo..whi`
+/// read input column `o·sw + woff`; the other output positions fall into the padding.
 #[inline(always)]
-fn walk(g: &Geom, mut row: impl FnMut(usize, usize, (usize, usize), isize, (usize, usize), isize)) {
+fn walk(g: &Geom, b: Rows, mut row: impl FnMut(usize, usize, (usize, usize), isize, (usize, usize), isize)) {
     let mut r = 0;
     for c in 0..g.cin_g() {
         for ki in 0..g.kh {
             let hoff = (ki * g.dh) as isize - g.ph as isize;
-            let hr = valid_range(g.oh, g.sh, hoff, g.h);
+            let (hlo, hhi) = valid_range(g.oh, g.sh, hoff, g.h);
+            let hr = (hlo.clamp(b.o0, b.o1), hhi.clamp(b.o0, b.o1));
             for kj in 0..g.kw {
                 let woff = (kj * g.dw) as isize - g.pw as isize;
                 let wr = valid_range(g.ow, g.sw, woff, g.w);
@@ -531,10 +575,12 @@ fn contiguous_rows(g: &Geom) -> bool {
     g.sh == 1 && g.sw == 1 && g.ow == g.w
 }
 
-/// For a [`contiguous_rows`] geometry: the run `dst..dst + len` of an im2col row that maps
-/// to `src..src + len` of the input plane (None if the row is all padding).
+/// For a [`contiguous_rows`] geometry: the run `dst..dst + len` of an im2col block row (block
+/// starting at output row `o0`) that maps to `src..src + len` of the input plane (None if the
+/// row is all padding).
 fn contiguous_run(
     g: &Geom,
+    o0: usize,
     (hlo, hhi): (usize, usize),
     hoff: isize,
     (wlo, whi): (usize, usize),
@@ -544,39 +590,40 @@ fn contiguous_run(
         return None;
     }
     let ow = g.ow;
-    let dst = hlo * ow + wlo;
-    let len = (hhi - 1) * ow + whi - dst;
+    let dst = (hlo - o0) * ow + wlo;
+    let len = (hhi - 1 - o0) * ow + whi - dst;
     let src = ((hlo as isize + hoff) * g.w as isize + wlo as isize + woff) as usize;
     Some((dst, src, len))
 }
 
-/// Writes the im2col matrix `[k, oh·ow]` of one (sample, group) input `x` into `cols`.
-fn im2col(x: &[f32], cols: &mut [f32], g: &Geom) {
-    let (p, ow, hw, w) = (g.p(), g.ow, g.hw(), g.w);
+/// Writes the im2col block `b` (`[k, b.len()]`) of one (sample, group) input `x` into `cols`.
+fn im2col(x: &[f32], cols: &mut [f32], g: &Geom, b: Rows) {
+    let (bp, ow, hw, w) = (b.len(g), g.ow, g.hw(), g.w);
     let contiguous = contiguous_rows(g);
-    walk(g, |r, c, (hlo, hhi), hoff, (wlo, whi), woff| {
+    walk(g, b, |r, c, (hlo, hhi), hoff, (wlo, whi), woff| {
         let plane = &x[c * hw..][..hw];
-        let row = &mut cols[r * p..][..p];
-        row[..hlo * ow].fill(0.0);
-        row[hhi * ow..].fill(0.0);
+        let row = &mut cols[r * bp..][..bp];
+        let (zlo, zhi) = ((hlo - b.o0) * ow, (hhi - b.o0) * ow);
+        row[..zlo].fill(0.0);
+        row[zhi..].fill(0.0);
         if contiguous {
-            match contiguous_run(g, (hlo, hhi), hoff, (wlo, whi), woff) {
+            match contiguous_run(g, b.o0, (hlo, hhi), hoff, (wlo, whi), woff) {
                 Some((dst, src, len)) => {
                     row[dst..dst + len].copy_from_slice(&plane[src..src + len]);
                     // The wrapped columns of every output row are padding.
-                    for o in hlo..hhi {
-                        row[o * ow..o * ow + wlo].fill(0.0);
-                        row[o * ow + whi..(o + 1) * ow].fill(0.0);
+                    for o in (zlo..zhi).step_by(ow) {
+                        row[o..o + wlo].fill(0.0);
+                        row[o + whi..o + ow].fill(0.0);
                     }
                 }
-                None => row[hlo * ow..hhi * ow].fill(0.0),
+                None => row[zlo..zhi].fill(0.0),
             }
             return;
         }
         for o in hlo..hhi {
             let ih = ((o * g.sh) as isize + hoff) as usize;
             let src = &plane[ih * w..][..w];
-            let dst = &mut row[o * ow..][..ow];
+            let dst = &mut row[(o - b.o0) * ow..][..ow];
             dst[..wlo].fill(0.0);
             dst[whi..].fill(0.0);
             if whi > wlo {
@@ -593,23 +640,24 @@ fn im2col(x: &[f32], cols: &mut [f32], g: &Geom) {
     });
 }
 
-/// Adds the im2col-shaped `cols` `[k, oh·ow]` back into one (sample, group) input gradient
-/// `dx` (the adjoint of [`im2col`]). `cols` is scratch: its padding positions may be zeroed.
-fn col2im(cols: &mut [f32], dx: &mut [f32], g: &Geom) {
-    let (p, ow, hw, w) = (g.p(), g.ow, g.hw(), g.w);
+/// Adds the im2col block `b` held in `cols` (`[k, b.len()]`) back into one (sample, group)
+/// input gradient `dx` (the adjoint of [`im2col`]). `cols` is scratch: its padding positions
+/// may be zeroed.
+fn col2im(cols: &mut [f32], dx: &mut [f32], g: &Geom, b: Rows) {
+    let (bp, ow, hw, w) = (b.len(g), g.ow, g.hw(), g.w);
     let contiguous = contiguous_rows(g);
-    walk(g, |r, c, (hlo, hhi), hoff, (wlo, whi), woff| {
+    walk(g, b, |r, c, (hlo, hhi), hoff, (wlo, whi), woff| {
         if whi <= wlo {
             return;
         }
         let plane = &mut dx[c * hw..][..hw];
-        let row = &mut cols[r * p..][..p];
+        let row = &mut cols[r * bp..][..bp];
         if contiguous {
-            if let Some((dst, src, len)) = contiguous_run(g, (hlo, hhi), hoff, (wlo, whi), woff) {
+            if let Some((dst, src, len)) = contiguous_run(g, b.o0, (hlo, hhi), hoff, (wlo, whi), woff) {
                 // Zero the wrapped columns so that one contiguous add skips them.
-                for o in hlo..hhi {
-                    row[o * ow..o * ow + wlo].fill(0.0);
-                    row[o * ow + whi..(o + 1) * ow].fill(0.0);
+                for o in ((hlo - b.o0) * ow..(hhi - b.o0) * ow).step_by(ow) {
+                    row[o..o + wlo].fill(0.0);
+                    row[o + whi..o + ow].fill(0.0);
                 }
                 for (d, s) in plane[src..src + len].iter_mut().zip(&row[dst..dst + len]) {
                     *d += *s;
@@ -620,7 +668,8 @@ fn col2im(cols: &mut [f32], dx: &mut [f32], g: &Geom) {
         for o in hlo..hhi {
             let ih = ((o * g.sh) as isize + hoff) as usize;
             let dst = &mut plane[ih * w..][..w];
-            let src = &row[o * ow + wlo..o * ow + whi];
+            let o_ = (o - b.o0) * ow;
+            let src = &row[o_ + wlo..o_ + whi];
             let s0 = ((wlo * g.sw) as isize + woff) as usize;
             if g.sw == 1 {
                 for (d, s) in dst[s0..s0 + src.len()].iter_mut().zip(src) {
@@ -635,38 +684,64 @@ fn col2im(cols: &mut [f32], dx: &mut [f32], g: &Geom) {
     });
 }
 
+/// Writes the transpose of the `rows x cols` matrix `src` (row stride `rs`) into `dst`
+/// (`cols x rows`, row-major): 8 source rows at a time, so that every write is a run of 8.
+fn transpose_into(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f32]) {
+    let mut i0 = 0;
+    while i0 + 8 <= rows {
+        let s: [&[f32]; 8] = std::array::from_fn(|r| &src[(i0 + r) * rs..][..cols]);
+        for j in 0..cols {
+            let d = &mut dst[j * rows + i0..][..8];
+            for r in 0..8 {
+                d[r] = s[r][j];
+            }
+        }
+        i0 += 8;
+    }
+    for i in i0..rows {
+        for (j, &v) in src[i * rs..][..cols].iter().enumerate() {
+            dst[j * rows + i] = v;
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------- kernels
 
-/// The conv2d forward: `out[n, g] = W_g · im2col(x[n, g]) (+ bias)`, `[n, cout, oh, ow]`.
+/// The conv2d forward: `out[n, g] = W_g · im2col(x[n, g]) (+ bias)`, `[n, cout, oh, ow]`,
+/// block of output rows by block.
 fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
     let tasks = tasks_for(g.units(), cout_g * k * p, 4);
+    let rows = block_rows(g, tasks > 1 || rayon::current_num_threads() == 1);
     per_unit_output(g.units(), unit_out, tasks, |u0, chunk, par| {
-        with_scratch(if pointwise { 0 } else { k * p }, |cols| {
+        with_scratch(if pointwise { 0 } else { k * rows * g.ow }, |cols| {
             for (i, o) in chunk.chunks_mut(unit_out).enumerate() {
                 let u = u0 + i;
                 let gi = u % g.groups;
                 let xin = &x[u * unit_in..][..unit_in];
-                let b = if pointwise {
-                    MatRef::row_major(xin, k, p)
-                } else {
-                    im2col(xin, cols, g);
-                    MatRef::row_major(cols, k, p)
-                };
                 let a = MatRef::new(wt, gi * cout_g * k, cout_g, k, k, 1);
-                match bias {
-                    Some(bv) => {
-                        let bv = &bv[gi * cout_g..][..cout_g];
-                        for (row, &v) in o.chunks_mut(p).zip(bv) {
-                            fill_uninit(row, v);
-                        }
-                        // SAFETY: every row was just filled.
-                        let o = unsafe { &mut *(o as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                        gemm(MatMut::row_major(o, cout_g, p), a, b, 1.0, true, par);
+                if let Some(bv) = bias {
+                    for (row, &v) in o.chunks_mut(p).zip(&bv[gi * cout_g..][..cout_g]) {
+                        fill_uninit(row, v);
                     }
-                    None => gemm(MatMut::uninit(o, 0, cout_g, p, p, 1), a, b, 1.0, false, par),
+                }
+                for b in row_blocks(g, rows) {
+                    let (c0, bp) = (b.o0 * g.ow, b.len(g));
+                    let bm = if pointwise {
+                        MatRef::new(xin, c0, k, bp, hw, 1)
+                    } else {
+                        im2col(xin, cols, g, b);
+                        MatRef::row_major(&cols[..k * bp], k, bp)
+                    };
+                    if bias.is_some() {
+                        // SAFETY: the whole unit was filled with the bias above.
+                        let o = unsafe { &mut *(o as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                        gemm(MatMut::new(o, c0, cout_g, bp, p, 1), a, bm, 1.0, true, par);
+                    } else {
+                        gemm(MatMut::uninit(o, c0, cout_g, bp, p, 1), a, bm, 1.0, false, par);
+                    }
                 }
             }
         })
@@ -674,21 +749,27 @@ fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
 }
 
 /// The conv2d data gradient: `dx[n, g] = col2im(W_gᵀ · gout[n, g])`, `[n, cin, h, w]`, each
-/// channel starting from `bias[c]` (or zero).
+/// channel starting from `bias[c]` (or zero), block of output rows by block.
 fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
     let tasks = tasks_for(g.units(), cout_g * k * p, 4);
+    let rows = block_rows(g, tasks > 1 || rayon::current_num_threads() == 1);
     per_unit_output(g.units(), unit_in, tasks, |u0, chunk, par| {
-        with_scratch(if pointwise { 0 } else { k * p }, |cols| {
+        with_scratch(if pointwise { 0 } else { k * rows * g.ow }, |cols| {
             for (i, dxu) in chunk.chunks_mut(unit_in).enumerate() {
                 let u = u0 + i;
                 let gi = u % g.groups;
                 let a = MatRef::new(wt, gi * cout_g * k, k, cout_g, 1, k);
-                let b = MatRef::row_major(&gout[u * unit_out..][..unit_out], cout_g, p);
+                let gu = &gout[u * unit_out..][..unit_out];
                 if pointwise && bias.is_none() {
-                    gemm(MatMut::uninit(dxu, 0, k, p, p, 1), a, b, 1.0, false, par);
+                    // Each block overwrites its own columns of dx.
+                    for b in row_blocks(g, rows) {
+                        let (c0, bp) = (b.o0 * g.ow, b.len(g));
+                        let bm = MatRef::new(gu, c0, cout_g, bp, p, 1);
+                        gemm(MatMut::uninit(dxu, c0, k, bp, hw, 1), a, bm, 1.0, false, par);
+                    }
                     continue;
                 }
                 for (c, plane) in dxu.chunks_mut(hw.max(1)).enumerate() {
@@ -696,62 +777,96 @@ fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f3
                 }
                 // SAFETY: every plane was just filled.
                 let dxu = unsafe { &mut *(dxu as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                if pointwise {
-                    gemm(MatMut::row_major(dxu, k, p), a, b, 1.0, true, par);
-                } else {
-                    gemm(MatMut::row_major(cols, k, p), a, b, 1.0, false, par);
-                    col2im(cols, dxu, g);
+                for b in row_blocks(g, rows) {
+                    let (c0, bp) = (b.o0 * g.ow, b.len(g));
+                    let bm = MatRef::new(gu, c0, cout_g, bp, p, 1);
+                    if pointwise {
+                        gemm(MatMut::new(dxu, c0, k, bp, hw, 1), a, bm, 1.0, true, par);
+                    } else {
+                        gemm(MatMut::row_major(&mut cols[..k * bp], k, bp), a, bm, 1.0, false, par);
+                        col2im(cols, dxu, g, b);
+                    }
                 }
             }
         })
     })
 }
 
-/// The conv2d weight gradient: `dW_g = Σ_n gout[n, g] · im2col(x[n, g])ᵀ`, `[cout, k]`.
+/// The conv2d weight gradient `dW_g = Σ_n gout[n, g] · im2col(x[n, g])ᵀ`, `[cout, k]`. With
+/// many im2col rows it is accumulated transposed (`dW_gᵀ += im2col block · gout blockᵀ`, B a
+/// small transposed copy of the output gradient block: the layout kiln's unpacked kernel takes,
+/// worth the copy once each copied element feeds enough multiply-adds) and transposed once at
+/// the end; with few rows directly (dot products of output gradient and im2col rows).
 fn grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
     let units = g.units();
-    let run = |u0: usize, u1: usize, dw: &mut [f32], par: Par| {
-        with_scratch(if pointwise { 0 } else { k * p }, |cols| {
+    // One partial sum per task: at most one task per thread keeps the partials few.
+    let tasks = tasks_for(units, cout_g * k * p, 1);
+    let rows = block_rows(g, tasks > 1 || rayon::current_num_threads() == 1);
+    let bmax = rows * g.ow;
+    let transposed = k >= TRANSPOSED_DW_K;
+    // Partial sums of dWᵀ (`[groups][k, cout_g]`) or dW (`[cout, k]`).
+    let run = |u0: usize, u1: usize, acc: &mut [f32], par: Par| {
+        let cols_len = if pointwise { 0 } else { k * bmax };
+        with_scratch(cols_len + if transposed { bmax * cout_g } else { 0 }, |scratch| {
+            let (cols, gt) = scratch.split_at_mut(cols_len);
             for u in u0..u1 {
                 let gi = u % g.groups;
                 let xin = &x[u * unit_in..][..unit_in];
-                let b = if pointwise {
-                    MatRef::row_major(xin, k, p).t()
-                } else {
-                    im2col(xin, cols, g);
-                    MatRef::row_major(cols, k, p).t()
-                };
-                let a = MatRef::row_major(&gout[u * unit_out..][..unit_out], cout_g, p);
-                gemm(MatMut::new(dw, gi * cout_g * k, cout_g, k, k, 1), a, b, 1.0, true, par);
+                let gu = &gout[u * unit_out..][..unit_out];
+                for b in row_blocks(g, rows) {
+                    let (c0, bp) = (b.o0 * g.ow, b.len(g));
+                    let cm = if pointwise {
+                        MatRef::new(xin, c0, k, bp, hw, 1)
+                    } else {
+                        im2col(xin, cols, g, b);
+                        MatRef::row_major(&cols[..k * bp], k, bp)
+                    };
+                    if transposed {
+                        transpose_into(&gu[c0..], p, cout_g, bp, gt);
+                        let bm = MatRef::row_major(&gt[..bp * cout_g], bp, cout_g);
+                        gemm(MatMut::new(acc, gi * k * cout_g, k, cout_g, cout_g, 1), cm, bm, 1.0, true, par);
+                    } else {
+                        let am = MatRef::new(gu, c0, cout_g, bp, p, 1);
+                        gemm(MatMut::new(acc, gi * cout_g * k, cout_g, k, k, 1), am, cm.t(), 1.0, true, par);
+                    }
+                }
             }
         })
     };
     let len = g.cout * k;
-    // One partial sum per task: at most one task per thread keeps the partials few.
-    let tasks = tasks_for(units, cout_g * k * p, 1);
-    if tasks <= 1 {
-        let mut dw = vec![0f32; len];
-        run(0, units, &mut dw, Par::Auto);
-        return dw;
-    }
-    let per = units.div_ceil(tasks);
-    let partials: Vec<Vec<f32>> = (0..units.div_ceil(per))
-        .into_par_iter()
-        .map(|t| {
-            let mut dw = vec![0f32; len];
-            run(t * per, ((t + 1) * per).min(units), &mut dw, Par::Seq);
-            dw
-        })
-        .collect();
-    let mut it = partials.into_iter();
-    let mut dw = it.next().unwrap_or_else(|| vec![0f32; len]);
-    for part in it {
-        for (d, s) in dw.iter_mut().zip(&part) {
-            *d += *s;
+    let dwt = if tasks <= 1 {
+        let mut dwt = vec![0f32; len];
+        run(0, units, &mut dwt, Par::Auto);
+        dwt
+    } else {
+        let per = units.div_ceil(tasks);
+        let partials: Vec<Vec<f32>> = (0..units.div_ceil(per))
+            .into_par_iter()
+            .map(|t| {
+                let mut dwt = vec![0f32; len];
+                run(t * per, ((t + 1) * per).min(units), &mut dwt, Par::Seq);
+                dwt
+            })
+            .collect();
+        let mut it = partials.into_iter();
+        let mut dwt = it.next().unwrap_or_else(|| vec![0f32; len]);
+        for part in it {
+            for (d, s) in dwt.iter_mut().zip(&part) {
+                *d += *s;
+            }
         }
+        dwt
+    };
+    if !transposed {
+        return dwt;
+    }
+    let mut dw = vec![0f32; len];
+    for gi in 0..g.groups {
+        let base = gi * k * cout_g;
+        transpose_into(&dwt[base..], cout_g, k, cout_g, &mut dw[base..base + k * cout_g]);
     }
     dw
 }

@@ -8,14 +8,14 @@
 #[path = "common/timing.rs"]
 mod timing;
 
-use kiln::autograd::ops::loss::{cross_entropy, CrossEntropyOptions};
 use kiln::autograd::ops::conv::conv2d;
+use kiln::autograd::ops::loss::{cross_entropy, CrossEntropyOptions};
 use kiln::autograd::ops::pool::max_pool2d;
 use kiln::nn::{init, BatchNorm2d, Linear, ReLU, Sequential};
-use kiln::tensor::ops::conv::Conv2dOptions;
-use kiln::tensor::ops::pool::Pool2dOptions;
 use kiln::optim::{Adam, Optimizer, Sgd};
 use kiln::prelude::*;
+use kiln::tensor::ops::conv::Conv2dOptions;
+use kiln::tensor::ops::pool::Pool2dOptions;
 use timing::{bench, emit, wanted};
 
 fn randn_like(shape: &[usize], seed: u64) -> Tensor {

@@ -37,7 +37,8 @@ fn main() -> Result<()> {
     let digits = Digits::from_bytes(include_bytes!("../data/digits/digits.csv.gz"), "data/digits/digits.csv.gz")?;
     let images = digits.images.mul_scalar(1.0 / 16.0)?; // pixels to [0, 1]
     let labels = digits.labels.to_vec::<i64>()?;
-    let onehot: Vec<f32> = labels.iter().flat_map(|&l| (0..CLASSES as i64).map(move |c| (c == l) as u8 as f32)).collect();
+    let onehot: Vec<f32> =
+        labels.iter().flat_map(|&l| (0..CLASSES as i64).map(move |c| (c == l) as u8 as f32)).collect();
     let onehot = Array::from_vec(onehot, &[labels.len(), CLASSES])?;
 
     // A fixed 80/20 split.
@@ -76,7 +77,11 @@ fn main() -> Result<()> {
         }
         if epoch % 5 == 0 || epoch == 1 {
             let acc = no_grad(|| forward(&test_x).and_then(|l| accuracy(&l, &test_labels)))?;
-            println!("epoch {epoch:>2}: train loss {:.4}, test accuracy {:.1}%", total / train.len() as f32, 100.0 * acc);
+            println!(
+                "epoch {epoch:>2}: train loss {:.4}, test accuracy {:.1}%",
+                total / train.len() as f32,
+                100.0 * acc
+            );
         }
     }
     let after = no_grad(|| forward(&test_x).and_then(|l| accuracy(&l, &test_labels)))?;

@@ -32,13 +32,20 @@ pub fn bench(mut f: impl FnMut()) -> f64 {
 
 /// Prints one JSON line in the peer scripts' format.
 pub fn emit(workload: &str, threads: usize, metric: &str, value: f64, extra: &str) {
-    println!(r#"{{"impl": "kiln", "workload": "{workload}", "threads": {threads}, "metric": "{metric}", "value": {value:.4}{extra}}}"#);
+    println!(
+        r#"{{"impl": "kiln", "workload": "{workload}", "threads": {threads}, "metric": "{metric}", "value": {value:.4}{extra}}}"#
+    );
 }
 
 /// `--threads N` from the command line (default 2), applied to kiln's pool.
 pub fn threads_from_args() -> usize {
     let args: Vec<String> = std::env::args().collect();
-    let t = args.iter().position(|a| a == "--threads").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let t = args
+        .iter()
+        .position(|a| a == "--threads")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     kiln::set_num_threads(t).expect("thread pool not started yet");
     t
 }

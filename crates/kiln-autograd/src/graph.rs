@@ -96,7 +96,10 @@ fn accumulate(slot: &mut Option<Array>, g: Array) -> Result<()> {
 /// Accumulates `g` into a leaf's `.grad`.
 pub(crate) fn accumulate_leaf(leaf: &Tensor, g: Array) -> Result<()> {
     if g.shape() != leaf.shape() {
-        return Err(Error::op("backward", format!("gradient of shape {:?} for a leaf of shape {:?}", g.shape(), leaf.shape())));
+        return Err(Error::op(
+            "backward",
+            format!("gradient of shape {:?} for a leaf of shape {:?}", g.shape(), leaf.shape()),
+        ));
     }
     let mut slot = leaf.grad_slot();
     match &mut *slot {
@@ -141,7 +144,14 @@ pub(crate) fn run_backward(root: &Arc<Node>, grad: Array) -> Result<()> {
         let node = &order[pos];
         let Some(g) = grads[pos].take() else { continue };
         if g.shape() != node.shape.as_slice() {
-            return Err(Error::op(node.name, format!("backward produced a gradient of shape {:?} for an output of shape {:?}", g.shape(), node.shape)));
+            return Err(Error::op(
+                node.name,
+                format!(
+                    "backward produced a gradient of shape {:?} for an output of shape {:?}",
+                    g.shape(),
+                    node.shape
+                ),
+            ));
         }
         let f = node.backward.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| {
             Error::op(node.name, "backward through the graph a second time: its saved tensors were already freed")
@@ -150,7 +160,10 @@ pub(crate) fn run_backward(root: &Arc<Node>, grad: Array) -> Result<()> {
         let input_grads = f(&g, &needs)?;
         drop(g);
         if input_grads.len() != node.edges.len() {
-            return Err(Error::op(node.name, format!("backward returned {} gradients for {} inputs", input_grads.len(), node.edges.len())));
+            return Err(Error::op(
+                node.name,
+                format!("backward returned {} gradients for {} inputs", input_grads.len(), node.edges.len()),
+            ));
         }
         for (edge, ig) in node.edges.iter().zip(input_grads) {
             let Some(ig) = ig else { continue };

@@ -4,8 +4,8 @@
 //! on and an input requires grad), [`Tensor::backward`] walks the record back and
 //! accumulates gradients into the leaves, and [`no_grad`] turns recording off.
 
-pub mod gradcheck;
 mod grad_mode;
+pub mod gradcheck;
 mod graph;
 pub mod ops;
 mod tensor;

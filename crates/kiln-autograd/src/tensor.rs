@@ -1,7 +1,7 @@
 //! [`Tensor`]: an [`Array`] that records the ops applied to it.
 
-use crate::graph::{self, BackwardFn, Edge, Node};
 use crate::grad_mode::is_grad_enabled;
+use crate::graph::{self, BackwardFn, Edge, Node};
 use kiln_tensor::layout::Dims;
 use kiln_tensor::{Array, DType, Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,7 +190,10 @@ impl Tensor {
             return Err(Error::op("requires_grad_", "only leaf tensors can change requires_grad; use detach() first"));
         }
         if requires_grad && self.dtype() != DType::F32 {
-            return Err(Error::op("requires_grad_", format!("only f32 tensors can require grad, this one is {}", self.dtype())));
+            return Err(Error::op(
+                "requires_grad_",
+                format!("only f32 tensors can require grad, this one is {}", self.dtype()),
+            ));
         }
         self.inner.requires_grad.store(requires_grad, Ordering::Relaxed);
         Ok(())
@@ -208,7 +211,10 @@ impl Tensor {
     pub fn set_grad(&self, grad: Option<Array>) -> Result<()> {
         if let Some(g) = &grad {
             if g.shape() != self.shape() {
-                return Err(Error::op("set_grad", format!("gradient of shape {:?} for a tensor of shape {:?}", g.shape(), self.shape())));
+                return Err(Error::op(
+                    "set_grad",
+                    format!("gradient of shape {:?} for a tensor of shape {:?}", g.shape(), self.shape()),
+                ));
             }
         }
         *self.grad_slot() = grad;
@@ -226,7 +232,10 @@ impl Tensor {
     /// Replaces the values in place (same shape), e.g. to load weights. Not recorded.
     pub fn set_data(&self, data: Array) -> Result<()> {
         if data.shape() != self.shape() {
-            return Err(Error::op("set_data", format!("new data of shape {:?} for a tensor of shape {:?}", data.shape(), self.shape())));
+            return Err(Error::op(
+                "set_data",
+                format!("new data of shape {:?} for a tensor of shape {:?}", data.shape(), self.shape()),
+            ));
         }
         *self.inner.data.write().unwrap_or_else(|e| e.into_inner()) = data;
         Ok(())
@@ -251,7 +260,13 @@ impl Tensor {
     /// every leaf that requires grad. Frees the graph's saved tensors as it goes.
     pub fn backward(&self) -> Result<()> {
         if self.numel() != 1 {
-            return Err(Error::op("backward", format!("grad can be implicitly created only for one-element outputs, got shape {:?}; use backward_with", self.shape())));
+            return Err(Error::op(
+                "backward",
+                format!(
+                    "grad can be implicitly created only for one-element outputs, got shape {:?}; use backward_with",
+                    self.shape()
+                ),
+            ));
         }
         self.backward_with(Array::ones(self.shape()))
     }
@@ -259,7 +274,10 @@ impl Tensor {
     /// Backpropagates from this tensor with upstream gradient `grad` (same shape).
     pub fn backward_with(&self, grad: Array) -> Result<()> {
         if grad.shape() != self.shape() {
-            return Err(Error::op("backward", format!("gradient of shape {:?} for an output of shape {:?}", grad.shape(), self.shape())));
+            return Err(Error::op(
+                "backward",
+                format!("gradient of shape {:?} for an output of shape {:?}", grad.shape(), self.shape()),
+            ));
         }
         grad.expect_dtype("backward", DType::F32)?;
         match &self.inner.grad_fn {

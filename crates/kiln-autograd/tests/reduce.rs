@@ -62,10 +62,7 @@ fn gradcheck_amax_away_from_ties() {
 
 #[test]
 fn gradcheck_softmax_and_log_softmax_along_every_dim() {
-    for (i, shape) in [vec![7], vec![3, 4, 5], vec![2, 1, 3], vec![4, 3]]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, shape) in [vec![7], vec![3, 4, 5], vec![2, 1, 3], vec![4, 3]].into_iter().enumerate() {
         let x = uniform(&shape, -3.0, 3.0, 40 + i as u64);
         for d in 0..shape.len() as isize {
             for dim in [d, d - shape.len() as isize] {
@@ -83,11 +80,7 @@ fn gradcheck_softmax_and_log_softmax_along_every_dim() {
 fn gradcheck_large_logits() {
     // Logits of magnitude ~1e3 (a small step keeps the f32 differences meaningful).
     let x = Array::from_vec(vec![1000.0, 999.0, 998.5, -1000.0, -999.2, -1001.0], &[2, 3]).unwrap();
-    let gc = GradCheck {
-        eps: 1e-2,
-        atol: 2e-2,
-        rtol: 5e-2,
-    };
+    let gc = GradCheck { eps: 1e-2, atol: 2e-2, rtol: 5e-2 };
     gc.check(std::slice::from_ref(&x), |t| t[0].try_softmax(1)).unwrap();
     gc.check(std::slice::from_ref(&x), |t| t[0].try_log_softmax(1)).unwrap();
     gc.check(&[x], |t| t[0].try_logsumexp(Some(&[1]), false)).unwrap();
@@ -95,24 +88,14 @@ fn gradcheck_large_logits() {
 
 #[test]
 fn amax_splits_the_gradient_equally_among_ties() {
-    let x = Tensor::from_vec(vec![1., 3., 3., 3., 2., 0., 5., 5.], &[2, 4])
-        .unwrap()
-        .requires_grad_(true);
+    let x = Tensor::from_vec(vec![1., 3., 3., 3., 2., 0., 5., 5.], &[2, 4]).unwrap().requires_grad_(true);
     let y = x.amax(Some(&[1]), false);
     y.backward_with(Array::from_vec(vec![3.0, 1.0], &[2]).unwrap()).unwrap();
-    assert_eq!(
-        x.grad().unwrap().to_vec_f32().unwrap(),
-        vec![0., 1., 1., 1., 0., 0., 0.5, 0.5]
-    );
+    assert_eq!(x.grad().unwrap().to_vec_f32().unwrap(), vec![0., 1., 1., 1., 0., 0., 0.5, 0.5]);
     // Over all dims: the two 5s share the gradient.
-    let x = Tensor::from_vec(vec![1., 3., 3., 3., 2., 0., 5., 5.], &[2, 4])
-        .unwrap()
-        .requires_grad_(true);
+    let x = Tensor::from_vec(vec![1., 3., 3., 3., 2., 0., 5., 5.], &[2, 4]).unwrap().requires_grad_(true);
     x.amax(None, false).backward().unwrap();
-    assert_eq!(
-        x.grad().unwrap().to_vec_f32().unwrap(),
-        vec![0., 0., 0., 0., 0., 0., 0.5, 0.5]
-    );
+    assert_eq!(x.grad().unwrap().to_vec_f32().unwrap(), vec![0., 0., 0., 0., 0., 0., 0.5, 0.5]);
 }
 
 #[test]
@@ -135,25 +118,18 @@ fn gradients_at_neg_inf_logits_are_finite() {
     assert!((gl[0] + gl[1] + gl[2]).abs() < 1e-5);
 
     let x = Tensor::from_vec(data, &[2, 3]).unwrap().requires_grad_(true);
-    x.logsumexp(Some(&[-1]), true)
-        .backward_with(Array::ones(&[2, 1]))
-        .unwrap();
+    x.logsumexp(Some(&[-1]), true).backward_with(Array::ones(&[2, 1])).unwrap();
     let ge = x.grad().unwrap().to_vec_f32().unwrap();
     assert_eq!((ge[1], ge[5]), (0.0, 0.0));
     // The gradient of logsumexp is softmax: each row sums to 1 (up to the f32 rounding of
     // an output near 1000).
-    assert!(
-        (ge[0] + ge[2] - 1.0).abs() < 1e-4 && (ge[3] + ge[4] - 1.0).abs() < 1e-6,
-        "{ge:?}"
-    );
+    assert!((ge[0] + ge[2] - 1.0).abs() < 1e-4 && (ge[3] + ge[4] - 1.0).abs() < 1e-6, "{ge:?}");
 }
 
 #[test]
 fn hand_computed_gradients() {
     // mean over dim 0 of [2, 3]: 1/2 each; var (unbiased) over dim 1 of [1, 2, 3]: 2(x − 2)/2.
-    let x = Tensor::from_vec(vec![1., 2., 3., 4., 5., 6.], &[2, 3])
-        .unwrap()
-        .requires_grad_(true);
+    let x = Tensor::from_vec(vec![1., 2., 3., 4., 5., 6.], &[2, 3]).unwrap().requires_grad_(true);
     x.mean(Some(&[0]), false).sum_all().backward().unwrap();
     assert_eq!(x.grad().unwrap().to_vec_f32().unwrap(), vec![0.5; 6]);
     x.zero_grad();
@@ -163,9 +139,7 @@ fn hand_computed_gradients() {
     x.mean_all().backward().unwrap();
     assert_eq!(x.grad().unwrap().to_vec_f32().unwrap(), vec![1. / 6.; 6]);
     x.zero_grad();
-    x.sum(Some(&[-1]), true)
-        .backward_with(Array::from_vec(vec![2., 3.], &[2, 1]).unwrap())
-        .unwrap();
+    x.sum(Some(&[-1]), true).backward_with(Array::from_vec(vec![2., 3.], &[2, 1]).unwrap()).unwrap();
     assert_eq!(x.grad().unwrap().to_vec_f32().unwrap(), vec![2., 2., 2., 3., 3., 3.]);
 }
 
@@ -189,19 +163,7 @@ fn argmax_is_not_differentiable_and_softmax_saves_only_its_output() {
 #[test]
 fn errors_name_the_op() {
     let x = Tensor::zeros(&[2, 3]);
-    assert!(x
-        .try_var(Some(&[3]), false, 1)
-        .unwrap_err()
-        .to_string()
-        .starts_with("var:"));
-    assert!(x
-        .try_logsumexp(Some(&[1, 1]), false)
-        .unwrap_err()
-        .to_string()
-        .starts_with("logsumexp:"));
-    assert!(x
-        .try_log_softmax(2)
-        .unwrap_err()
-        .to_string()
-        .starts_with("log_softmax:"));
+    assert!(x.try_var(Some(&[3]), false, 1).unwrap_err().to_string().starts_with("var:"));
+    assert!(x.try_logsumexp(Some(&[1, 1]), false).unwrap_err().to_string().starts_with("logsumexp:"));
+    assert!(x.try_log_softmax(2).unwrap_err().to_string().starts_with("log_softmax:"));
 }

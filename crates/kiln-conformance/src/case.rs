@@ -52,7 +52,8 @@ impl Case {
     pub fn new(spec: CaseSpec, stored: BTreeMap<String, Array>) -> Result<Case> {
         let mut inputs = BTreeMap::new();
         for name in &spec.inputs {
-            let a = stored.get(name).ok_or_else(|| Error::Msg(format!("input {name} is not stored in the case file")))?;
+            let a =
+                stored.get(name).ok_or_else(|| Error::Msg(format!("input {name} is not stored in the case file")))?;
             let t = Tensor::from_array(a.clone());
             if spec.grad_wrt.contains(name) {
                 t.try_requires_grad_(true)?;
@@ -117,7 +118,11 @@ impl Case {
     pub fn opt_int(&self, name: &str) -> Result<Option<i64>> {
         match self.attr(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map(Some).ok_or_else(|| self.missing(name, "an integer")),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f as i64))
+                .map(Some)
+                .ok_or_else(|| self.missing(name, "an integer")),
             Some(Value::Bool(b)) => Ok(Some(*b as i64)),
             Some(_) => Err(self.missing(name, "an integer")),
         }
@@ -147,7 +152,11 @@ impl Case {
             None => Ok(None),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)).ok_or_else(|| self.missing(name, "a list of integers")))
+                .map(|v| {
+                    v.as_i64()
+                        .or_else(|| v.as_f64().map(|f| f as i64))
+                        .ok_or_else(|| self.missing(name, "a list of integers"))
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
             Some(Value::Number(n)) => Ok(Some(vec![n.as_i64().ok_or_else(|| self.missing(name, "an integer"))?])),
@@ -168,7 +177,9 @@ impl Case {
     /// A list of floats.
     pub fn floats(&self, name: &str) -> Result<Vec<f64>> {
         match self.attr(name) {
-            Some(Value::Array(items)) => items.iter().map(|v| v.as_f64().ok_or_else(|| self.missing(name, "a list of numbers"))).collect(),
+            Some(Value::Array(items)) => {
+                items.iter().map(|v| v.as_f64().ok_or_else(|| self.missing(name, "a list of numbers"))).collect()
+            }
             _ => Err(self.missing(name, "a list of numbers")),
         }
     }

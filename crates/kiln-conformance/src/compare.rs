@@ -11,7 +11,10 @@ pub fn compare(expected: &Array, actual: &Array, rtol: f64, atol: f64) -> Option
     }
     match expected.dtype() {
         DType::I64 | DType::U8 => {
-            let (e, a) = (expected.to_dtype(DType::I64).ok()?.to_vec::<i64>().ok()?, actual.to_dtype(DType::I64).ok()?.to_vec::<i64>().ok()?);
+            let (e, a) = (
+                expected.to_dtype(DType::I64).ok()?.to_vec::<i64>().ok()?,
+                actual.to_dtype(DType::I64).ok()?.to_vec::<i64>().ok()?,
+            );
             let bad = e.iter().zip(&a).filter(|(x, y)| x != y).count();
             (bad > 0).then(|| format!("{bad} of {} integer elements differ", e.len()))
         }
@@ -41,7 +44,12 @@ pub fn compare(expected: &Array, actual: &Array, rtol: f64, atol: f64) -> Option
                     bad += 1;
                 }
             }
-            (bad > 0).then(|| format!("max abs err {max_abs:.3e}, max rel err {max_rel:.3e} ({bad} of {} elements out of tolerance)", e.len()))
+            (bad > 0).then(|| {
+                format!(
+                    "max abs err {max_abs:.3e}, max rel err {max_rel:.3e} ({bad} of {} elements out of tolerance)",
+                    e.len()
+                )
+            })
         }
     }
 }

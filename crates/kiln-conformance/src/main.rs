@@ -79,10 +79,15 @@ fn main() -> ExitCode {
 
 fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::Format { what: path.display().to_string(), msg: e.to_string() })?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Error::Format { what: path.display().to_string(), msg: e.to_string() })?;
     if m.format != 1 {
-        return Err(Error::Format { what: path.display().to_string(), msg: format!("unsupported format {}", m.format) });
+        return Err(Error::Format {
+            what: path.display().to_string(),
+            msg: format!("unsupported format {}", m.format),
+        });
     }
     Ok(m)
 }

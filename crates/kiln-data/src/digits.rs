@@ -31,7 +31,8 @@ impl Digits {
                 .map_err(|e| Error::Format { what: what.to_string(), msg: format!("gzip: {e}") })?;
             s
         } else {
-            String::from_utf8(bytes.to_vec()).map_err(|_| Error::Format { what: what.to_string(), msg: "not UTF-8 text".into() })?
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| Error::Format { what: what.to_string(), msg: "not UTF-8 text".into() })?
         };
         let (mut pixels, mut labels) = (Vec::new(), Vec::new());
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -47,7 +48,8 @@ impl Digits {
                 }
                 pixels.push(v);
             }
-            let label: i64 = fields[64].parse().map_err(|_| bad(format!("label {:?} is not an integer", fields[64])))?;
+            let label: i64 =
+                fields[64].parse().map_err(|_| bad(format!("label {:?} is not an integer", fields[64])))?;
             if !(0..10).contains(&label) {
                 return Err(bad(format!("label {label} is outside 0..=9")));
             }

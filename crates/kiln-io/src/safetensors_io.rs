@@ -15,7 +15,8 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<BTreeMap<String, Array
 
 /// Parses a safetensors file held in memory; `what` names it in errors.
 pub fn load_safetensors_bytes(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Array>> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Format { what: what.to_string(), msg: e.to_string() })?;
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| Error::Format { what: what.to_string(), msg: e.to_string() })?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -28,7 +29,10 @@ pub fn load_safetensors_bytes(bytes: &[u8], what: &str) -> Result<BTreeMap<Strin
             Dtype::I32 => Array::from_vec(le_chunks::<4, _>(data, |b| i32::from_le_bytes(b) as i64), &shape),
             Dtype::U8 | Dtype::BOOL => Array::from_vec(data.to_vec(), &shape),
             Dtype::F16 => Array::from_vec(le_chunks::<2, _>(data, |b| f16_to_f32(u16::from_le_bytes(b))), &shape),
-            Dtype::BF16 => Array::from_vec(le_chunks::<2, _>(data, |b| f32::from_bits((u16::from_le_bytes(b) as u32) << 16)), &shape),
+            Dtype::BF16 => Array::from_vec(
+                le_chunks::<2, _>(data, |b| f32::from_bits((u16::from_le_bytes(b) as u32) << 16)),
+                &shape,
+            ),
             other => return Err(bad(&format!("unsupported dtype {other:?}"))),
         }
         .map_err(|e| bad(&e.to_string()))?;

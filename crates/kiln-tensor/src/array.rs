@@ -171,7 +171,12 @@ impl Array {
     /// The value of a one-element f32 array.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            bail!("item", "a tensor with {} elements (shape {:?}) cannot be converted to a scalar", self.numel(), self.shape());
+            bail!(
+                "item",
+                "a tensor with {} elements (shape {:?}) cannot be converted to a scalar",
+                self.numel(),
+                self.shape()
+            );
         }
         Ok(self.buffer::<f32>()?[self.layout.offset()])
     }
@@ -216,12 +221,24 @@ impl Array {
             return Ok(self.clone());
         }
         let s = match (&*self.storage, dtype) {
-            (Storage::F32(_), DType::I64) => Storage::I64(self.to_vec::<f32>()?.into_iter().map(|x| x as i64).collect()),
-            (Storage::F32(_), DType::U8) => Storage::U8(self.to_vec::<f32>()?.into_iter().map(|x| (x != 0.0) as u8).collect()),
-            (Storage::I64(_), DType::F32) => Storage::F32(self.to_vec::<i64>()?.into_iter().map(|x| x as f32).collect()),
-            (Storage::I64(_), DType::U8) => Storage::U8(self.to_vec::<i64>()?.into_iter().map(|x| (x != 0) as u8).collect()),
-            (Storage::U8(_), DType::F32) => Storage::F32(self.to_vec::<u8>()?.into_iter().map(|x| (x != 0) as u8 as f32).collect()),
-            (Storage::U8(_), DType::I64) => Storage::I64(self.to_vec::<u8>()?.into_iter().map(|x| (x != 0) as i64).collect()),
+            (Storage::F32(_), DType::I64) => {
+                Storage::I64(self.to_vec::<f32>()?.into_iter().map(|x| x as i64).collect())
+            }
+            (Storage::F32(_), DType::U8) => {
+                Storage::U8(self.to_vec::<f32>()?.into_iter().map(|x| (x != 0.0) as u8).collect())
+            }
+            (Storage::I64(_), DType::F32) => {
+                Storage::F32(self.to_vec::<i64>()?.into_iter().map(|x| x as f32).collect())
+            }
+            (Storage::I64(_), DType::U8) => {
+                Storage::U8(self.to_vec::<i64>()?.into_iter().map(|x| (x != 0) as u8).collect())
+            }
+            (Storage::U8(_), DType::F32) => {
+                Storage::F32(self.to_vec::<u8>()?.into_iter().map(|x| (x != 0) as u8 as f32).collect())
+            }
+            (Storage::U8(_), DType::I64) => {
+                Storage::I64(self.to_vec::<u8>()?.into_iter().map(|x| (x != 0) as i64).collect())
+            }
             _ => unreachable!("same dtype handled above"),
         };
         Ok(Array::from_storage(s, self.shape()))
@@ -238,7 +255,12 @@ impl Array {
     /// Reshape to a fully known shape (no -1).
     pub fn reshape_to(&self, shape: &[usize]) -> Result<Array> {
         if shape.iter().product::<usize>() != self.numel() {
-            bail!("reshape", "shape {shape:?} is invalid for input of shape {:?} ({} elements)", self.shape(), self.numel());
+            bail!(
+                "reshape",
+                "shape {shape:?} is invalid for input of shape {:?} ({} elements)",
+                self.shape(),
+                self.numel()
+            );
         }
         match self.layout.reshape_view(shape) {
             Some(l) => Ok(self.with_layout(l)),
@@ -288,7 +310,12 @@ impl Array {
     /// PyTorch `expand`: `-1` keeps a size; new leading dims may be added. A view.
     pub fn expand(&self, sizes: &[isize]) -> Result<Array> {
         if sizes.len() < self.rank() {
-            bail!("expand", "the number of sizes ({}) must be >= the number of dims of shape {:?}", sizes.len(), self.shape());
+            bail!(
+                "expand",
+                "the number of sizes ({}) must be >= the number of dims of shape {:?}",
+                sizes.len(),
+                self.shape()
+            );
         }
         let lead = sizes.len() - self.rank();
         let mut shape: Dims = SmallVec::with_capacity(sizes.len());
@@ -327,7 +354,8 @@ impl Array {
         if self.rank() == 0 {
             return self.reshape_to(&[1]);
         }
-        let (s, e) = (normalize_dim("flatten", start_dim, self.rank())?, normalize_dim("flatten", end_dim, self.rank())?);
+        let (s, e) =
+            (normalize_dim("flatten", start_dim, self.rank())?, normalize_dim("flatten", end_dim, self.rank())?);
         if s > e {
             bail!("flatten", "start_dim {start_dim} comes after end_dim {end_dim} for shape {:?}", self.shape());
         }
@@ -364,8 +392,12 @@ impl Array {
             if c.shares_storage(self) {
                 // Contiguous but a window of a larger buffer: copy the window out.
                 match &*self.storage {
-                    Storage::F32(v) => Array::from_storage(Storage::F32(strided::gather(v, &self.layout)), self.shape()),
-                    Storage::I64(v) => Array::from_storage(Storage::I64(strided::gather(v, &self.layout)), self.shape()),
+                    Storage::F32(v) => {
+                        Array::from_storage(Storage::F32(strided::gather(v, &self.layout)), self.shape())
+                    }
+                    Storage::I64(v) => {
+                        Array::from_storage(Storage::I64(strided::gather(v, &self.layout)), self.shape())
+                    }
                     Storage::U8(v) => Array::from_storage(Storage::U8(strided::gather(v, &self.layout)), self.shape()),
                 }
             } else {

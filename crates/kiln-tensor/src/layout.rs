@@ -36,7 +36,12 @@ pub fn normalize_dim(op: &'static str, dim: isize, rank: usize) -> Result<usize>
     let r = rank as isize;
     let d = if dim < 0 { dim + r } else { dim };
     if d < 0 || d >= r.max(1) || (rank == 0 && d != 0) {
-        bail!(op, "dim {dim} is out of range for a tensor of rank {rank} (expected in [{}, {}])", -r.max(1), r.max(1) - 1);
+        bail!(
+            op,
+            "dim {dim} is out of range for a tensor of rank {rank} (expected in [{}, {}])",
+            -r.max(1),
+            r.max(1) - 1
+        );
     }
     Ok(d as usize)
 }
@@ -63,7 +68,11 @@ impl Clone for Layout {
     // SmallVec's derived clone copies item by item; a slice copy is measurably cheaper on
     // the per-op path (every Array clone copies its layout).
     fn clone(&self) -> Self {
-        Layout { shape: SmallVec::from_slice(&self.shape), strides: SmallVec::from_slice(&self.strides), offset: self.offset }
+        Layout {
+            shape: SmallVec::from_slice(&self.shape),
+            strides: SmallVec::from_slice(&self.strides),
+            offset: self.offset,
+        }
     }
 }
 
@@ -175,7 +184,12 @@ impl Layout {
             } else if from == 1 {
                 strides[lead + i] = 0;
             } else {
-                bail!("expand", "cannot expand shape {:?} to {shape:?}: dim {} has size {from}, not 1 or {to}", self.shape, lead + i);
+                bail!(
+                    "expand",
+                    "cannot expand shape {:?} to {shape:?}: dim {} has size {from}, not 1 or {to}",
+                    self.shape,
+                    lead + i
+                );
             }
         }
         Ok(Layout { shape: SmallVec::from_slice(shape), strides, offset: self.offset })
@@ -204,10 +218,18 @@ impl Layout {
     /// (always for contiguous layouts). `None` when a copy is needed.
     pub fn reshape_view(&self, shape: &[usize]) -> Option<Layout> {
         if self.is_contiguous() {
-            return Some(Layout { strides: contiguous_strides(shape), shape: SmallVec::from_slice(shape), offset: self.offset });
+            return Some(Layout {
+                strides: contiguous_strides(shape),
+                shape: SmallVec::from_slice(shape),
+                offset: self.offset,
+            });
         }
         if self.numel() == 0 || self.rank() == 0 {
-            return Some(Layout { strides: contiguous_strides(shape), shape: SmallVec::from_slice(shape), offset: self.offset });
+            return Some(Layout {
+                strides: contiguous_strides(shape),
+                shape: SmallVec::from_slice(shape),
+                offset: self.offset,
+            });
         }
         // General case (PyTorch's `computeStride`): walk the old dims from the innermost,
         // grouping them into chunks that are contiguous among themselves, and split each

@@ -50,12 +50,7 @@ fn groups(x: &[f32], shape: &[usize], mask: &[bool]) -> Vec<Vec<f64>> {
             (0..nr)
                 .map(|r| {
                     let ri = unravel(r, &rs);
-                    let off: usize = kept
-                        .iter()
-                        .zip(&ki)
-                        .chain(red.iter().zip(&ri))
-                        .map(|(&d, &i)| i * st[d])
-                        .sum();
+                    let off: usize = kept.iter().zip(&ki).chain(red.iter().zip(&ri)).map(|(&d, &i)| i * st[d]).sum();
                     x[off] as f64
                 })
                 .collect()
@@ -64,12 +59,7 @@ fn groups(x: &[f32], shape: &[usize], mask: &[bool]) -> Vec<Vec<f64>> {
 }
 
 fn out_shape(shape: &[usize], mask: &[bool], keepdim: bool) -> Vec<usize> {
-    shape
-        .iter()
-        .zip(mask)
-        .filter(|(_, &m)| keepdim || !m)
-        .map(|(&s, &m)| if m { 1 } else { s })
-        .collect()
+    shape.iter().zip(mask).filter(|(_, &m)| keepdim || !m).map(|(&s, &m)| if m { 1 } else { s }).collect()
 }
 
 fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
@@ -107,9 +97,7 @@ fn check_all(a: &Array, x: &[f32], dims: Option<&[isize]>, mask: &[bool], what: 
         let m = a.mean(dims, keepdim).unwrap();
         close(
             &m.to_vec_f32().unwrap(),
-            &g.iter()
-                .map(|v| v.iter().sum::<f64>() / v.len() as f64)
-                .collect::<Vec<_>>(),
+            &g.iter().map(|v| v.iter().sum::<f64>() / v.len() as f64).collect::<Vec<_>>(),
             1e-5,
             &format!("mean {w}"),
         );
@@ -117,9 +105,7 @@ fn check_all(a: &Array, x: &[f32], dims: Option<&[isize]>, mask: &[bool], what: 
         assert_eq!(mx.shape(), os.as_slice());
         close(
             &mx.to_vec_f32().unwrap(),
-            &g.iter()
-                .map(|v| v.iter().cloned().fold(f64::MIN, f64::max))
-                .collect::<Vec<_>>(),
+            &g.iter().map(|v| v.iter().cloned().fold(f64::MIN, f64::max)).collect::<Vec<_>>(),
             0.0,
             &format!("amax {w}"),
         );
@@ -164,16 +150,8 @@ fn check_shape(shape: &[usize], seed: u64) {
 
 #[test]
 fn reductions_match_the_reference_over_every_dim_subset() {
-    for (i, shape) in [
-        vec![7],
-        vec![3, 4, 5],
-        vec![2, 1, 3, 4],
-        vec![1, 6],
-        vec![5, 1],
-        vec![2, 3, 1, 4, 2],
-    ]
-    .iter()
-    .enumerate()
+    for (i, shape) in
+        [vec![7], vec![3, 4, 5], vec![2, 1, 3, 4], vec![1, 6], vec![5, 1], vec![2, 3, 1, 4, 2]].iter().enumerate()
     {
         check_shape(shape, i as u64 + 1);
     }
@@ -182,15 +160,8 @@ fn reductions_match_the_reference_over_every_dim_subset() {
 #[test]
 fn large_reductions_take_the_parallel_paths_and_stay_accurate() {
     // Rows (last dim), columns of a single slab (bands), columns of several slabs, full.
-    for (i, shape) in [
-        vec![300, 1000],
-        vec![3000, 100],
-        vec![3, 700, 80],
-        vec![2, 5000, 7],
-        vec![1 << 18],
-    ]
-    .iter()
-    .enumerate()
+    for (i, shape) in
+        [vec![300, 1000], vec![3000, 100], vec![3, 700, 80], vec![2, 5000, 7], vec![1 << 18]].iter().enumerate()
     {
         let n: usize = shape.iter().product();
         let x = values(n, 50 + i as u64);
@@ -237,59 +208,36 @@ fn long_sums_stay_accurate() {
     let a = Array::full(&[200_000, 2], 0.1);
     let s = a.sum(Some(&[0]), false).unwrap().to_vec_f32().unwrap();
     assert!(s.iter().all(|&v| (v as f64 - 20_000.0).abs() < 0.5), "{s:?}");
-    let m = Array::full(&[3, 100_000], 0.1)
-        .mean(Some(&[-1]), false)
-        .unwrap()
-        .to_vec_f32()
-        .unwrap();
+    let m = Array::full(&[3, 100_000], 0.1).mean(Some(&[-1]), false).unwrap().to_vec_f32().unwrap();
     assert!(m.iter().all(|&v| (v - 0.1).abs() < 1e-6), "{m:?}");
 }
 
 #[test]
 fn hand_computed_values() {
     let a = arr(&[1., 2., 3., 4., 5., 6.], &[2, 3]);
-    assert_eq!(
-        a.sum(Some(&[0]), false).unwrap().to_vec_f32().unwrap(),
-        vec![5., 7., 9.]
-    );
+    assert_eq!(a.sum(Some(&[0]), false).unwrap().to_vec_f32().unwrap(), vec![5., 7., 9.]);
     assert_eq!(a.sum(Some(&[1]), true).unwrap().shape(), &[2, 1]);
     assert_eq!(a.mean(Some(&[-1]), false).unwrap().to_vec_f32().unwrap(), vec![2., 5.]);
     assert_eq!(a.amax(None, false).unwrap().shape(), &[] as &[usize]);
-    assert_eq!(
-        a.amax(Some(&[0]), false).unwrap().to_vec_f32().unwrap(),
-        vec![4., 5., 6.]
-    );
+    assert_eq!(a.amax(Some(&[0]), false).unwrap().to_vec_f32().unwrap(), vec![4., 5., 6.]);
     // var of [1, 2, 3] is 1 (unbiased) or 2/3 (biased).
     assert_eq!(a.var(Some(&[1]), false, 1).unwrap().to_vec_f32().unwrap(), vec![1., 1.]);
     let b = a.var(Some(&[1]), false, 0).unwrap().to_vec_f32().unwrap();
     assert!((b[0] - 2.0 / 3.0).abs() < 1e-6);
     // var over dim 0 of [[1,2,3],[4,5,6]]: deviations ±1.5 -> 4.5 (unbiased).
-    assert_eq!(
-        a.var(Some(&[0]), false, 1).unwrap().to_vec_f32().unwrap(),
-        vec![4.5, 4.5, 4.5]
-    );
+    assert_eq!(a.var(Some(&[0]), false, 1).unwrap().to_vec_f32().unwrap(), vec![4.5, 4.5, 4.5]);
     // logsumexp([0, ln 3]) = ln 4.
-    let l = arr(&[0.0, 3f32.ln()], &[2])
-        .logsumexp(Some(&[0]), false)
-        .unwrap()
-        .item()
-        .unwrap();
+    let l = arr(&[0.0, 3f32.ln()], &[2]).logsumexp(Some(&[0]), false).unwrap().item().unwrap();
     assert!((l - 4f32.ln()).abs() < 1e-6);
     assert_eq!(a.argmax(None, false).unwrap().to_vec::<i64>().unwrap(), vec![5]);
-    assert_eq!(
-        a.argmax(Some(0), false).unwrap().to_vec::<i64>().unwrap(),
-        vec![1, 1, 1]
-    );
+    assert_eq!(a.argmax(Some(0), false).unwrap().to_vec::<i64>().unwrap(), vec![1, 1, 1]);
     assert_eq!(a.argmax(Some(-1), true).unwrap().shape(), &[2, 1]);
     assert_eq!(a.argmax(None, true).unwrap().shape(), &[1, 1]);
 }
 
 #[test]
 fn logsumexp_is_stable_for_large_and_infinite_logits() {
-    let x = arr(
-        &[1000., f32::NEG_INFINITY, 999., -1000., f32::NEG_INFINITY, -1001.],
-        &[2, 3],
-    );
+    let x = arr(&[1000., f32::NEG_INFINITY, 999., -1000., f32::NEG_INFINITY, -1001.], &[2, 3]);
     let l = x.logsumexp(Some(&[1]), false).unwrap().to_vec_f32().unwrap();
     let e = (1.0 + (-1f64).exp()).ln();
     assert!((l[0] as f64 - (1000.0 + e)).abs() < 1e-3, "{l:?}");
@@ -298,11 +246,7 @@ fn logsumexp_is_stable_for_large_and_infinite_logits() {
     let c = x.logsumexp(Some(&[0]), false).unwrap().to_vec_f32().unwrap();
     assert_eq!(c[1], f32::NEG_INFINITY);
     assert!((c[0] - 1000.0).abs() < 1e-3);
-    let all = Array::full(&[3], f32::NEG_INFINITY)
-        .logsumexp(None, false)
-        .unwrap()
-        .item()
-        .unwrap();
+    let all = Array::full(&[3], f32::NEG_INFINITY).logsumexp(None, false).unwrap().item().unwrap();
     assert_eq!(all, f32::NEG_INFINITY);
 }
 
@@ -343,17 +287,8 @@ fn zero_dim_inputs() {
 fn empty_inputs() {
     let e = Array::zeros(&[3, 0]);
     assert_eq!(e.sum(Some(&[1]), false).unwrap().to_vec_f32().unwrap(), vec![0.; 3]);
-    assert!(e
-        .mean(Some(&[1]), false)
-        .unwrap()
-        .to_vec_f32()
-        .unwrap()
-        .iter()
-        .all(|v| v.is_nan()));
-    assert_eq!(
-        e.logsumexp(Some(&[1]), false).unwrap().to_vec_f32().unwrap(),
-        vec![f32::NEG_INFINITY; 3]
-    );
+    assert!(e.mean(Some(&[1]), false).unwrap().to_vec_f32().unwrap().iter().all(|v| v.is_nan()));
+    assert_eq!(e.logsumexp(Some(&[1]), false).unwrap().to_vec_f32().unwrap(), vec![f32::NEG_INFINITY; 3]);
     assert_eq!(e.sum(Some(&[0]), false).unwrap().shape(), &[0]);
     assert_eq!(e.amax(Some(&[0]), false).unwrap().shape(), &[0]);
     let err = e.amax(Some(&[1]), false).unwrap_err().to_string();
@@ -367,11 +302,7 @@ fn bad_dims_are_errors_that_name_the_op() {
     let a = Array::zeros(&[2, 3]);
     let e = a.sum(Some(&[2]), false).unwrap_err().to_string();
     assert!(e.starts_with("sum:") && e.contains("dim 2"), "{e}");
-    assert!(a
-        .mean(Some(&[0, -2]), false)
-        .unwrap_err()
-        .to_string()
-        .contains("more than once"));
+    assert!(a.mean(Some(&[0, -2]), false).unwrap_err().to_string().contains("more than once"));
     assert!(a.softmax(-3).unwrap_err().to_string().starts_with("softmax:"));
     assert!(a.argmax(Some(5), false).unwrap_err().to_string().starts_with("argmax:"));
     let i = Array::arange_i64(4);
@@ -397,10 +328,7 @@ fn sum_to_reduces_broadcast_dims() {
         assert_eq!(s.shape(), target.as_slice());
         close(
             &s.to_vec_f32().unwrap(),
-            &groups(&x, &[2, 3, 4], &mask)
-                .iter()
-                .map(|v| v.iter().sum())
-                .collect::<Vec<_>>(),
+            &groups(&x, &[2, 3, 4], &mask).iter().map(|v| v.iter().sum()).collect::<Vec<_>>(),
             1e-5,
             "sum_to",
         );
@@ -446,39 +374,19 @@ fn softmax_of_large_and_infinite_logits() {
     assert_eq!(l[2], f32::NEG_INFINITY);
     // Backward: finite everywhere, 0 for softmax and g for log_softmax at -inf.
     let g = arr(&[0.5, -1.0, 2.0], &[3]);
-    let gs = x
-        .softmax(0)
-        .unwrap()
-        .softmax_backward(&g, 0)
-        .unwrap()
-        .to_vec_f32()
-        .unwrap();
+    let gs = x.softmax(0).unwrap().softmax_backward(&g, 0).unwrap().to_vec_f32().unwrap();
     assert_eq!(gs[1], 0.0);
     // y·(g − Σ g·y) by hand.
     let d = 0.5 * a + 2.0 * b;
     close(&gs, &[a * (0.5 - d), 0.0, b * (2.0 - d)], 1e-6, "softmax backward");
-    let gl = x
-        .log_softmax(0)
-        .unwrap()
-        .log_softmax_backward(&g, 0)
-        .unwrap()
-        .to_vec_f32()
-        .unwrap();
+    let gl = x.log_softmax(0).unwrap().log_softmax_backward(&g, 0).unwrap().to_vec_f32().unwrap();
     close(&gl, &[0.5 - a * 1.5, -1.0, 2.0 - b * 1.5], 1e-6, "log_softmax backward");
 }
 
 #[test]
 fn softmax_matches_the_reference_along_every_dim() {
-    for (i, shape) in [
-        vec![5],
-        vec![3, 4, 5],
-        vec![2, 1, 3],
-        vec![256, 1024],
-        vec![4, 300, 40],
-        vec![1, 2000, 30],
-    ]
-    .iter()
-    .enumerate()
+    for (i, shape) in
+        [vec![5], vec![3, 4, 5], vec![2, 1, 3], vec![256, 1024], vec![4, 300, 40], vec![1, 2000, 30]].iter().enumerate()
     {
         let n: usize = shape.iter().product();
         let x: Vec<f32> = values(n, 70 + i as u64).iter().map(|v| v * 5.0).collect();
@@ -489,20 +397,10 @@ fn softmax_matches_the_reference_along_every_dim() {
             for dim in [d as isize, d as isize - shape.len() as isize] {
                 let p = a.softmax(dim).unwrap();
                 let rp = ref_softmax(&x, shape, d, false);
-                close(
-                    &p.to_vec_f32().unwrap(),
-                    &rp,
-                    1e-5,
-                    &format!("softmax {shape:?} dim {dim}"),
-                );
+                close(&p.to_vec_f32().unwrap(), &rp, 1e-5, &format!("softmax {shape:?} dim {dim}"));
                 let l = a.log_softmax(dim).unwrap();
                 let rl = ref_softmax(&x, shape, d, true);
-                close(
-                    &l.to_vec_f32().unwrap(),
-                    &rl,
-                    1e-5,
-                    &format!("log_softmax {shape:?} dim {dim}"),
-                );
+                close(&l.to_vec_f32().unwrap(), &rl, 1e-5, &format!("log_softmax {shape:?} dim {dim}"));
                 // Backward references: y·(g − Σ g·y) and g − p·Σ g, sums taken along `d`.
                 let st = strides(shape);
                 let (dn, sd) = (shape[d], st[d]);
@@ -510,15 +408,8 @@ fn softmax_matches_the_reference_along_every_dim() {
                     let start = i - ((i / sd) % dn) * sd;
                     (0..dn).map(|k| f(start + k * sd)).sum()
                 };
-                let want: Vec<f64> = (0..n)
-                    .map(|i| rp[i] * (gv[i] - line_sum(&|j| gv[j] * rp[j], i)))
-                    .collect();
-                close(
-                    &p.softmax_backward(&g, dim).unwrap().to_vec_f32().unwrap(),
-                    &want,
-                    1e-5,
-                    "softmax backward",
-                );
+                let want: Vec<f64> = (0..n).map(|i| rp[i] * (gv[i] - line_sum(&|j| gv[j] * rp[j], i))).collect();
+                close(&p.softmax_backward(&g, dim).unwrap().to_vec_f32().unwrap(), &want, 1e-5, "softmax backward");
                 let want: Vec<f64> = (0..n).map(|i| gv[i] - rp[i] * line_sum(&|j| gv[j], i)).collect();
                 close(
                     &l.log_softmax_backward(&g, dim).unwrap().to_vec_f32().unwrap(),

@@ -9,9 +9,7 @@ impl Tensor {
     pub fn try_softmax(&self, dim: isize) -> Result<Tensor> {
         let out = self.data().softmax(dim)?;
         let y = out.clone();
-        Ok(Tensor::from_op(out, "softmax", &[self], move |g, _| {
-            Ok(vec![Some(y.softmax_backward(g, dim)?)])
-        }))
+        Ok(Tensor::from_op(out, "softmax", &[self], move |g, _| Ok(vec![Some(y.softmax_backward(g, dim)?)])))
     }
 
     /// `x − log Σ exp(x)` along `dim`, numerically stable (`-inf` logits stay `-inf`, and
@@ -19,9 +17,7 @@ impl Tensor {
     pub fn try_log_softmax(&self, dim: isize) -> Result<Tensor> {
         let out = self.data().log_softmax(dim)?;
         let y = out.clone();
-        Ok(Tensor::from_op(out, "log_softmax", &[self], move |g, _| {
-            Ok(vec![Some(y.log_softmax_backward(g, dim)?)])
-        }))
+        Ok(Tensor::from_op(out, "log_softmax", &[self], move |g, _| Ok(vec![Some(y.log_softmax_backward(g, dim)?)])))
     }
 }
 

@@ -19,11 +19,7 @@ pub fn run(op: &str, c: &Case) -> Option<Result<Outputs>> {
         "logsumexp" => reduce(|x, d, k| x.try_logsumexp(d, k)),
         "var" => (|| {
             let correction = c.opt_int("correction")?.unwrap_or(1);
-            Ok(vec![c.input("input")?.try_var(
-                dims()?.as_deref(),
-                c.bool("keepdim")?,
-                correction,
-            )?])
+            Ok(vec![c.input("input")?.try_var(dims()?.as_deref(), c.bool("keepdim")?, correction)?])
         })(),
         "argmax" => (|| {
             let dim = c.opt_int("dim")?.map(|d| d as isize);

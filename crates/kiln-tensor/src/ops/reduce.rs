@@ -154,21 +154,14 @@ fn plan(x: &Array, mask: &[bool]) -> Planned {
             let reorder = (!kept.is_sorted()).then(|| {
                 let mut sorted = kept.clone();
                 sorted.sort_unstable();
-                let perm = sorted
-                    .iter()
-                    .map(|d| kept.iter().position(|k| k == d).unwrap() as isize)
-                    .collect();
+                let perm = sorted.iter().map(|d| kept.iter().position(|k| k == d).unwrap() as isize).collect();
                 (kept.iter().map(|&d| x.shape()[d]).collect(), perm)
             });
             return Planned { data, plan, reorder };
         }
     }
     let (data, plan) = plan_contiguous(x, mask);
-    Planned {
-        data,
-        plan,
-        reorder: None,
-    }
+    Planned { data, plan, reorder: None }
 }
 
 /// Picks the plan for reducing `x` over `mask`, returning the (contiguous) array it reads.
@@ -205,9 +198,7 @@ fn plan_contiguous(x: &Array, mask: &[bool]) -> (Array, Plan) {
     let perm: Vec<usize> = keep.chain(red).collect();
     let outer: usize = shape.iter().zip(mask).filter(|(_, &m)| !m).map(|(&s, _)| s).product();
     let len: usize = shape.iter().zip(mask).filter(|(_, &m)| m).map(|(&s, _)| s).product();
-    let permuted = x
-        .with_layout(x.layout().permute(&perm).expect("a valid permutation"))
-        .contiguous();
+    let permuted = x.with_layout(x.layout().permute(&perm).expect("a valid permutation")).contiguous();
     (permuted, Plan::Rows { outer, len })
 }
 
@@ -265,12 +256,8 @@ pub fn par_rows<T: Send, const N: usize>(
         run(0, out);
         return;
     }
-    let per = rows
-        .div_ceil(threads() * 4)
-        .max((PAR_ELEMS / 8).div_ceil(irow.max(orow)));
-    out.par_chunks_mut(per * orow)
-        .enumerate()
-        .for_each(|(i, c)| run(i * per, c));
+    let per = rows.div_ceil(threads() * 4).max((PAR_ELEMS / 8).div_ceil(irow.max(orow)));
+    out.par_chunks_mut(per * orow).enumerate().for_each(|(i, c)| run(i * per, c));
 }
 
 /// Runs a column kernel `f(band, out_band)` over every slab of a `Cols` plan. Splits slabs
@@ -283,16 +270,7 @@ fn par_cols<T: Send>(
 ) {
     let slab = red * inner;
     let whole = |o: usize, ob: &mut [T]| {
-        f(
-            ColBand {
-                x: &x[o * slab..(o + 1) * slab],
-                red,
-                stride: inner,
-                j0: 0,
-                w: inner,
-            },
-            ob,
-        )
+        f(ColBand { x: &x[o * slab..(o + 1) * slab], red, stride: inner, j0: 0, w: inner }, ob)
     };
     let n = outer * slab;
     if n < PAR_ELEMS || threads() == 1 {
@@ -304,16 +282,7 @@ fn par_cols<T: Send>(
         for (o, ob) in out.chunks_exact_mut(inner).enumerate() {
             let xs = &x[o * slab..(o + 1) * slab];
             ob.par_chunks_mut(band).enumerate().for_each(|(b, c)| {
-                f(
-                    ColBand {
-                        x: xs,
-                        red,
-                        stride: inner,
-                        j0: b * band,
-                        w: c.len(),
-                    },
-                    c,
-                );
+                f(ColBand { x: xs, red, stride: inner, j0: b * band, w: c.len() }, c);
             });
         }
     } else {
@@ -492,10 +461,7 @@ pub fn dot_slice(a: &[f32], b: &[f32]) -> f32 {
     if a.len() <= SUM_BLOCK {
         return dot_block(a, b);
     }
-    a.chunks(SUM_BLOCK)
-        .zip(b.chunks(SUM_BLOCK))
-        .map(|(p, q)| dot_block(p, q) as f64)
-        .sum::<f64>() as f32
+    a.chunks(SUM_BLOCK).zip(b.chunks(SUM_BLOCK)).map(|(p, q)| dot_block(p, q) as f64).sum::<f64>() as f32
 }
 
 dispatched! {
@@ -522,11 +488,7 @@ dispatched! {
 /// Index of the first maximum of a non-empty slice (a NaN counts as the maximum, as in PyTorch).
 pub fn argmax_slice(x: &[f32]) -> usize {
     let m = max_slice(x);
-    let pos = if m.is_nan() {
-        x.iter().position(|v| v.is_nan())
-    } else {
-        x.iter().position(|&v| v == m)
-    };
+    let pos = if m.is_nan() { x.iter().position(|v| v.is_nan()) } else { x.iter().position(|&v| v == m) };
     pos.unwrap_or(0)
 }
 
@@ -572,10 +534,7 @@ impl Array {
     pub fn sum(&self, dims: Option<&[isize]>, keepdim: bool) -> Result<Array> {
         let mask = self.reduction_input("sum", dims)?;
         let out = self.sum_mask(&mask);
-        Ok(Array::from_f32_unchecked(
-            out,
-            &reduced_shape(self.shape(), &mask, keepdim),
-        ))
+        Ok(Array::from_f32_unchecked(out, &reduced_shape(self.shape(), &mask, keepdim)))
     }
 
     /// Mean over `dims` (as [`Array::sum`]). NaN where nothing is reduced.
@@ -584,21 +543,12 @@ impl Array {
         let n = reduced_count(self.shape(), &mask) as f32;
         let mut out = self.sum_mask(&mask);
         out.iter_mut().for_each(|v| *v /= n);
-        Ok(Array::from_f32_unchecked(
-            out,
-            &reduced_shape(self.shape(), &mask, keepdim),
-        ))
+        Ok(Array::from_f32_unchecked(out, &reduced_shape(self.shape(), &mask, keepdim)))
     }
 
     /// The sums over the dims where `mask` is true, in row-major order of the kept dims.
     fn sum_mask(&self, mask: &[bool]) -> Vec<f32> {
-        let out_n: usize = self
-            .shape()
-            .iter()
-            .zip(mask)
-            .filter(|(_, &m)| !m)
-            .map(|(&s, _)| s)
-            .product();
+        let out_n: usize = self.shape().iter().zip(mask).filter(|(_, &m)| !m).map(|(&s, _)| s).product();
         if self.numel() == 0 {
             return vec![0.0; out_n];
         }
@@ -608,16 +558,12 @@ impl Array {
             if len >= 4 * PAR_ELEMS {
                 let xs = p.data.as_slice::<f32>().expect("contiguous");
                 let chunk = len.div_ceil(threads() * 4).next_multiple_of(SUM_BLOCK);
-                let s: f64 = xs
-                    .par_chunks(chunk)
-                    .map(|c| c.chunks(SUM_BLOCK).map(|b| sum_block(b) as f64).sum::<f64>())
-                    .sum();
+                let s: f64 =
+                    xs.par_chunks(chunk).map(|c| c.chunks(SUM_BLOCK).map(|b| sum_block(b) as f64).sum::<f64>()).sum();
                 return vec![s as f32];
             }
         }
-        p.finish(reduce_planned(&p.data, p.plan, sum_slice, |band, o| {
-            cols_accumulate(band, o, add_row)
-        }))
+        p.finish(reduce_planned(&p.data, p.plan, sum_slice, |band, o| cols_accumulate(band, o, add_row)))
     }
 
     /// Maximum over `dims` (as [`Array::sum`]); NaN propagates. Errors when some output
@@ -704,11 +650,7 @@ impl Array {
             Some(d) => reduce_mask("argmax", self.rank(), Some(&[d]))?,
             None => vec![true; self.rank()],
         };
-        let shape = if dim.is_none() && !keepdim {
-            vec![]
-        } else {
-            reduced_shape(self.shape(), &mask, keepdim)
-        };
+        let shape = if dim.is_none() && !keepdim { vec![] } else { reduced_shape(self.shape(), &mask, keepdim) };
         if self.has_empty_reduction(&mask) {
             bail!(
                 "argmax",
@@ -752,11 +694,7 @@ impl Array {
         self.expect_dtype("sum_to", DType::F32)?;
         let r = self.rank();
         if shape.len() > r {
-            bail!(
-                "sum_to",
-                "cannot reduce shape {:?} to the larger rank shape {shape:?}",
-                self.shape()
-            );
+            bail!("sum_to", "cannot reduce shape {:?} to the larger rank shape {shape:?}", self.shape());
         }
         let lead = r - shape.len();
         let mut mask = vec![false; r];
@@ -764,11 +702,7 @@ impl Array {
             if d < lead || (shape[d - lead] == 1 && self.shape()[d] != 1) {
                 mask[d] = true;
             } else if shape[d - lead] != self.shape()[d] {
-                bail!(
-                    "sum_to",
-                    "cannot reduce shape {:?} to {shape:?}: dim {d} differs",
-                    self.shape()
-                );
+                bail!("sum_to", "cannot reduce shape {:?} to {shape:?}: dim {d} differs", self.shape());
             }
         }
         Ok(Array::from_f32_unchecked(self.sum_mask(&mask), shape))
@@ -796,9 +730,7 @@ pub fn amax_backward(x: &Array, out: &Array, g: &Array, dims: Option<&[isize]>) 
     })?;
     let count = Array::from_f32_unchecked(is_max.sum_mask(&mask), &reduced_shape(x.shape(), &mask, true));
     let share = zip_map("amax", &g.reshape_to(count.shape())?, &count, |g, c| g / c)?;
-    zip_map("amax", &is_max, &expand_reduced(&share, x.shape(), &mask)?, |w, s| {
-        w * s
-    })
+    zip_map("amax", &is_max, &expand_reduced(&share, x.shape(), &mask)?, |w, s| w * s)
 }
 
 /// Gradient of [`Array::var`]: `g · 2(x − mean) / max(0, N − correction)`.
@@ -808,9 +740,7 @@ pub fn var_backward(x: &Array, g: &Array, dims: Option<&[isize]>, correction: i6
     let k = 2.0 / (n as f64 - correction as f64).max(0.0) as f32;
     let mean = x.mean(dims, true)?;
     let dev = zip_map("var", x, &mean.broadcast_to(x.shape())?, |v, m| v - m)?;
-    zip_map("var", &dev, &expand_reduced(g, x.shape(), &mask)?, move |d, g| {
-        k * d * g
-    })
+    zip_map("var", &dev, &expand_reduced(g, x.shape(), &mask)?, move |d, g| k * d * g)
 }
 
 /// Gradient of [`Array::logsumexp`] for input `x`, output `out` and output gradient `g`:

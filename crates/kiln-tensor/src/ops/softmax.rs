@@ -173,9 +173,7 @@ fn softmax_forward(op: &'static str, x: &Array, dim: isize, log: bool) -> Result
         let row = if log { log_softmax_row } else { softmax_row };
         par_rows([xs], n, &mut out, n, |[r], o| row(r, o));
     } else {
-        par_rows([xs], n * inner, &mut out, n * inner, |[s], o| {
-            softmax_slab(s, inner, o, log)
-        });
+        par_rows([xs], n * inner, &mut out, n * inner, |[s], o| softmax_slab(s, inner, o, log));
     }
     Ok(Array::from_f32_unchecked(out, x.shape()))
 }
@@ -185,12 +183,7 @@ fn softmax_backward(op: &'static str, y: &Array, g: &Array, dim: isize, log: boo
     let d = softmax_dim(op, y, dim)?;
     g.expect_dtype(op, DType::F32)?;
     if g.shape() != y.shape() {
-        bail!(
-            op,
-            "the output gradient has shape {:?}, the output has shape {:?}",
-            g.shape(),
-            y.shape()
-        );
+        bail!(op, "the output gradient has shape {:?}, the output has shape {:?}", g.shape(), y.shape());
     }
     let (_, n, inner) = split_at_dim(y.shape(), d);
     let mut out = output_buffer(y.numel());
@@ -201,16 +194,10 @@ fn softmax_backward(op: &'static str, y: &Array, g: &Array, dim: isize, log: boo
     let ys = y.as_slice::<f32>().expect("contiguous f32");
     let gs = g.as_slice::<f32>().expect("contiguous f32");
     if inner == 1 {
-        let row = if log {
-            log_softmax_backward_row
-        } else {
-            softmax_backward_row
-        };
+        let row = if log { log_softmax_backward_row } else { softmax_backward_row };
         par_rows([ys, gs], n, &mut out, n, |[y, g], o| row(y, g, o));
     } else {
-        par_rows([ys, gs], n * inner, &mut out, n * inner, |[y, g], o| {
-            softmax_backward_slab(y, g, inner, o, log)
-        });
+        par_rows([ys, gs], n * inner, &mut out, n * inner, |[y, g], o| softmax_backward_slab(y, g, inner, o, log));
     }
     Ok(Array::from_f32_unchecked(out, y.shape()))
 }

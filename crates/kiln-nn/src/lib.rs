@@ -7,6 +7,7 @@
 // The derive names this crate `::kiln_nn`, inside it as well as outside.
 extern crate self as kiln_nn;
 
+pub mod conv;
 pub mod dropout;
 pub mod embedding;
 pub mod forward;
@@ -14,8 +15,10 @@ pub mod init;
 pub mod loss;
 pub mod module;
 pub mod norm;
+pub mod pool;
 pub mod sequential;
 
+pub use conv::{Conv1d, Conv1dBuilder, Conv2d, Conv2dBuilder, ConvTranspose2d, ConvTranspose2dBuilder};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use forward::{Forward, ForwardModule};
@@ -23,4 +26,5 @@ pub use kiln_derive::Module;
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss};
 pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
 pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use sequential::{Identity, Sequential};

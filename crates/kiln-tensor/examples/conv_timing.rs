@@ -17,7 +17,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn arr(shape: &[usize], seed: u32) -> Array {
     let n: usize = shape.iter().product();
-    let v = (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5);
+    let v =
+        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5);
     Array::from_vec(v.collect::<Vec<f32>>(), shape).unwrap()
 }
 

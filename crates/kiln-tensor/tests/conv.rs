@@ -482,9 +482,9 @@ fn adaptive_avg_pool2d_matches_direct_loops() {
         let mut dx = vec![0f64; xv.len()];
         for q in 0..shape[0] * shape[1] {
             for a in 0..oh {
-                let (h0, h1) = ((a * h) / oh, ((a + 1) * h + oh - 1) / oh);
+                let (h0, h1) = ((a * h) / oh, ((a + 1) * h).div_ceil(oh));
                 for b in 0..ow {
-                    let (w0, w1) = ((b * w) / ow, ((b + 1) * w + ow - 1) / ow);
+                    let (w0, w1) = ((b * w) / ow, ((b + 1) * w).div_ceil(ow));
                     let div = ((h1 - h0) * (w1 - w0)) as f64;
                     let j = (q * oh + a) * ow + b;
                     for y in h0..h1 {

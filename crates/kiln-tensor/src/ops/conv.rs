@@ -274,10 +274,10 @@ fn conv_geom(
         bail!(op, "groups must be positive, got 0");
     }
     let (cin, cout) = (x[1], wt[0]);
-    if cin % groups != 0 {
+    if !cin.is_multiple_of(groups) {
         bail!(op, "input {x:?} has {cin} channels, which is not divisible by groups ({groups})");
     }
-    if cout % groups != 0 {
+    if !cout.is_multiple_of(groups) {
         bail!(op, "weight {wt:?} has {cout} output channels, which is not divisible by groups ({groups})");
     }
     if wt[1] * groups != cin {
@@ -346,7 +346,7 @@ fn transposed_geom(op: &'static str, x: &[usize], wt: &[usize], o: &ConvTranspos
     if wt[0] != cin {
         bail!(op, "weight {wt:?} expects {} input channels (dim 0), but input {x:?} has {cin}", wt[0]);
     }
-    if cin % groups != 0 {
+    if !cin.is_multiple_of(groups) {
         bail!(op, "input {x:?} has {cin} channels, which is not divisible by groups ({groups})");
     }
     let mut out = [0usize; 2];
@@ -431,7 +431,7 @@ fn tasks_for(units: usize, unit_mnk: usize, max_per_thread: usize) -> usize {
     if threads <= 1 || units <= 1 || units.saturating_mul(unit_mnk) < PAR_MNK {
         return 1;
     }
-    if unit_mnk < PAR_MNK || units >= 2 * threads || units % threads == 0 {
+    if unit_mnk < PAR_MNK || units >= 2 * threads || units.is_multiple_of(threads) {
         units.min(max_per_thread * threads)
     } else {
         1

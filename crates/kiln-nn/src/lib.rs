@@ -9,6 +9,7 @@ extern crate self as kiln_nn;
 
 pub mod activation;
 pub mod attention;
+pub mod conv;
 pub mod dropout;
 pub mod embedding;
 pub mod forward;
@@ -17,11 +18,13 @@ pub mod linear;
 pub mod loss;
 pub mod module;
 pub mod norm;
+pub mod pool;
 pub mod sequential;
 pub mod transformer;
 
 pub use activation::{LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, GELU};
 pub use attention::{MhaOptions, MultiheadAttention};
+pub use conv::{Conv1d, Conv1dBuilder, Conv2d, Conv2dBuilder, ConvTranspose2d, ConvTranspose2dBuilder};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use forward::{Forward, ForwardModule};
@@ -30,5 +33,6 @@ pub use linear::Linear;
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss};
 pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
 pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 pub use sequential::{Identity, Sequential};
 pub use transformer::{Activation, TransformerEncoderLayer, TransformerEncoderLayerConfig};

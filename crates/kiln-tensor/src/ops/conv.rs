@@ -274,10 +274,10 @@ fn conv_geom(
         bail!(op, "groups must be positive, got 0");
     }
     let (cin, cout) = (x[1], wt[0]);
-    if cin % groups != 0 {
+    if !cin.is_multiple_of(groups) {
         bail!(op, "input {x:?} has {cin} channels, which is not divisible by groups ({groups})");
     }
-    if cout % groups != 0 {
+    if !cout.is_multiple_of(groups) {
         bail!(op, "weight {wt:?} has {cout} output channels, which is not divisible by groups ({groups})");
     }
     if wt[1] * groups != cin {

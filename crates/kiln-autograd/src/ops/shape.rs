@@ -8,6 +8,7 @@
 use super::plain_forms;
 use crate::Tensor;
 use kiln_tensor::layout::{infer_shape, Dims};
+use kiln_tensor::ops::shape::{split_ranges, SplitBy};
 use kiln_tensor::{bail, normalize_dim, Array, Result};
 
 impl Tensor {
@@ -222,43 +223,27 @@ impl Tensor {
 
     /// Splits into views of `size` entries along `dim` (the last may be smaller).
     pub fn try_split(&self, size: usize, dim: isize) -> Result<Vec<Tensor>> {
-        let d = normalize_dim("split", dim, self.rank())?;
-        let n = self.shape()[d];
-        if size == 0 && n > 0 {
-            bail!("split", "split size 0 cannot split dim {d} of size {n} (shape {:?})", self.shape());
-        }
-        if n == 0 {
-            return Ok(vec![self.clone()]);
-        }
-        (0..n).step_by(size).map(|s| self.try_narrow(d as isize, s as isize, size.min(n - s))).collect()
+        self.split_by(SplitBy::Size(size), dim)
     }
 
     /// Splits into views whose sizes along `dim` are `sizes` (they must sum to the dim's size).
     pub fn try_split_sizes(&self, sizes: &[usize], dim: isize) -> Result<Vec<Tensor>> {
-        let d = normalize_dim("split", dim, self.rank())?;
-        let n = self.shape()[d];
-        if sizes.iter().sum::<usize>() != n {
-            bail!("split", "split sizes {sizes:?} do not sum to the size {n} of dim {d} (shape {:?})", self.shape());
-        }
-        let mut start = 0;
-        sizes
-            .iter()
-            .map(|&len| {
-                start += len;
-                self.try_narrow(d as isize, (start - len) as isize, len)
-            })
-            .collect()
+        self.split_by(SplitBy::Sizes(sizes), dim)
     }
 
     /// Splits into at most `chunks` views along `dim` of `ceil(size / chunks)` entries each (the
     /// last may be smaller; fewer come back when the size does not fill them all).
     pub fn try_chunk(&self, chunks: usize, dim: isize) -> Result<Vec<Tensor>> {
-        if chunks == 0 {
-            bail!("chunk", "the number of chunks must be at least 1");
+        self.split_by(SplitBy::Chunks(chunks), dim)
+    }
+
+    fn split_by(&self, by: SplitBy, dim: isize) -> Result<Vec<Tensor>> {
+        match split_ranges(self.shape(), dim, by)? {
+            None => Ok(vec![self.clone()]),
+            Some((d, ranges)) => {
+                ranges.into_iter().map(|(start, len)| self.try_narrow(d as isize, start as isize, len)).collect()
+            }
         }
-        let d = normalize_dim("chunk", dim, self.rank())?;
-        let size = self.shape()[d].div_ceil(chunks).max(1);
-        self.try_split(size, dim)
     }
 }
 

@@ -292,45 +292,75 @@ impl Array {
 
     /// Splits into views of `size` elements along `dim` (the last may be smaller).
     pub fn split(&self, size: usize, dim: isize) -> Result<Vec<Array>> {
-        let d = normalize_dim("split", dim, self.rank())?;
-        let n = self.shape()[d];
-        if size == 0 && n > 0 {
-            bail!("split", "split size 0 cannot split dim {d} of size {n} (shape {:?})", self.shape());
-        }
-        if n == 0 {
-            return Ok(vec![self.clone()]);
-        }
-        (0..n).step_by(size).map(|s| self.narrow(d as isize, s, size.min(n - s))).collect()
+        self.split_by(SplitBy::Size(size), dim)
     }
 
     /// Splits into views whose sizes along `dim` are `sizes` (they must sum to the dim's size).
     pub fn split_sizes(&self, sizes: &[usize], dim: isize) -> Result<Vec<Array>> {
-        let d = normalize_dim("split", dim, self.rank())?;
-        let n = self.shape()[d];
-        if sizes.iter().sum::<usize>() != n {
-            bail!("split", "split sizes {sizes:?} do not sum to the size {n} of dim {d} (shape {:?})", self.shape());
-        }
-        let mut start = 0;
-        sizes
-            .iter()
-            .map(|&len| {
-                let v = self.narrow(d as isize, start, len);
-                start += len;
-                v
-            })
-            .collect()
+        self.split_by(SplitBy::Sizes(sizes), dim)
     }
 
-    /// Splits into at most `chunks` views along `dim`, each of `ceil(size / chunks)` elements
-    /// (the last may be smaller, and fewer chunks come back when the size does not fill them).
+    /// Splits into at most `chunks` views along `dim` (PyTorch's `chunk`).
     pub fn chunk(&self, chunks: usize, dim: isize) -> Result<Vec<Array>> {
-        if chunks == 0 {
-            bail!("chunk", "the number of chunks must be at least 1");
-        }
-        let d = normalize_dim("chunk", dim, self.rank())?;
-        let size = self.shape()[d].div_ceil(chunks);
-        self.split(size.max(1), dim)
+        self.split_by(SplitBy::Chunks(chunks), dim)
     }
+
+    fn split_by(&self, by: SplitBy, dim: isize) -> Result<Vec<Array>> {
+        match split_ranges(self.shape(), dim, by)? {
+            None => Ok(vec![self.clone()]),
+            Some((d, ranges)) => ranges.into_iter().map(|(start, len)| self.narrow(d as isize, start, len)).collect(),
+        }
+    }
+}
+
+/// The normalized dim and the `(start, length)` of each piece along it.
+pub type SplitPieces = (usize, Vec<(usize, usize)>);
+
+/// How [`split_ranges`] cuts a dim: pieces of one size, pieces of given sizes, or a number of
+/// equal chunks.
+#[derive(Debug, Clone, Copy)]
+pub enum SplitBy<'a> {
+    /// Pieces of this many entries (the last may be smaller), PyTorch's `split(int)`.
+    Size(usize),
+    /// Pieces of exactly these sizes, which must add up to the dim, PyTorch's `split(list)`.
+    Sizes(&'a [usize]),
+    /// At most this many pieces of `ceil(n / chunks)` entries, PyTorch's `chunk`.
+    Chunks(usize),
+}
+
+/// The normalized dim and the `(start, length)` of each piece when `shape` is split along `dim`
+/// (shared by `Array` and the autograd `Tensor`). `None` when a splitting by size meets an empty
+/// dim: the whole input is the one piece.
+pub fn split_ranges(shape: &[usize], dim: isize, by: SplitBy) -> Result<Option<SplitPieces>> {
+    let op = if matches!(by, SplitBy::Chunks(_)) { "chunk" } else { "split" };
+    let d = normalize_dim(op, dim, shape.len())?;
+    let n = shape[d];
+    let size = match by {
+        SplitBy::Sizes(sizes) => {
+            if sizes.iter().sum::<usize>() != n {
+                bail!("split", "split sizes {sizes:?} do not sum to the size {n} of dim {d} (shape {shape:?})");
+            }
+            let mut start = 0;
+            let ranges = sizes
+                .iter()
+                .map(|&len| {
+                    start += len;
+                    (start - len, len)
+                })
+                .collect();
+            return Ok(Some((d, ranges)));
+        }
+        SplitBy::Chunks(0) => bail!("chunk", "the number of chunks must be at least 1"),
+        SplitBy::Chunks(chunks) => n.div_ceil(chunks).max(1),
+        SplitBy::Size(size) => size,
+    };
+    if size == 0 && n > 0 {
+        bail!("split", "split size 0 cannot split dim {d} of size {n} (shape {shape:?})");
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some((d, (0..n).step_by(size).map(|s| (s, size.min(n - s))).collect())))
 }
 
 /// `cat` for one element type; `parts` are checked and `out_shape` computed by the caller.

@@ -12,6 +12,7 @@
 pub use kiln_autograd as autograd;
 pub use kiln_data as data;
 pub use kiln_io as io;
+pub use kiln_models as models;
 pub use kiln_nn as nn;
 pub use kiln_optim as optim;
 pub use kiln_tensor as tensor;

@@ -1,0 +1,2 @@
+//! Model architectures that load pretrained weights by their original (Hugging Face or
+//! PyTorch) parameter names, with no renaming adapter.

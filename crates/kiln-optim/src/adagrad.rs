@@ -1,7 +1,7 @@
 //! Adagrad (PyTorch's `torch.optim.Adagrad`).
 
 use crate::optimizer::{
-    for_chunks, non_negative, param_slice, step_array, Core, ParamGroup, ParamState, Params, StateDict,
+    delegate_to_core, for_chunks, non_negative, step_array, Core, Entries, ParamState, Params, StateDict,
 };
 use crate::Optimizer;
 use kiln_autograd::{Array, Error, Result};
@@ -33,6 +33,12 @@ impl ParamState for AdagradState {
     fn save(&self, name: &str, out: &mut StateDict) {
         out.insert(format!("{name}.step"), step_array(self.step));
         out.insert(format!("{name}.sum"), self.sum.clone());
+    }
+    fn load(e: &Entries) -> Result<Option<AdagradState>> {
+        if !e.any(Self::KEYS) {
+            return Ok(None);
+        }
+        Ok(Some(AdagradState { step: e.step()?, sum: e.require("sum")? }))
     }
 }
 
@@ -79,41 +85,21 @@ impl Optimizer for Adagrad {
                 return Err(Error::op("adagrad", format!("invalid {what} value: {v}")));
             }
         }
-        self.core.for_each_grad("adagrad", wd_default, |lr, wd, p, g, st| {
-            let g = g.f32_cow()?;
-            let st = st.get_or_insert_with(|| AdagradState { step: 0, sum: Array::full(p.shape(), init) });
+        self.core.for_each_grad("adagrad", wd_default, |lr, wd, shape, w, g, st| {
+            let st = st.get_or_insert_with(|| AdagradState { step: 0, sum: Array::full(shape, init) });
             st.step += 1;
             let clr = (lr as f64 / (1.0 + (st.step - 1) as f64 * lr_decay as f64)) as f32;
-            p.update_data(|data| {
-                let w = param_slice("adagrad", data, &g)?;
-                let s = st.sum.make_mut_f32()?;
-                for_chunks([w, s], &g, &|[w, s], g| {
-                    for ((w, &g), s) in w.iter_mut().zip(g).zip(s.iter_mut()) {
-                        let g = g + wd * *w;
-                        *s += g * g;
-                        *w -= clr * g / (s.sqrt() + eps);
-                    }
-                });
-                Ok(())
-            })
+            let s = st.sum.make_mut_f32()?;
+            for_chunks([w, s], g, &|[w, s], g| {
+                for ((w, &g), s) in w.iter_mut().zip(g).zip(s.iter_mut()) {
+                    let g = g + wd * *w;
+                    *s += g * g;
+                    *w -= clr * g / (s.sqrt() + eps);
+                }
+            });
+            Ok(())
         })
     }
 
-    fn param_groups(&self) -> &[ParamGroup] {
-        &self.core.groups
-    }
-    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
-        &mut self.core.groups
-    }
-    fn state_dict(&self) -> Result<StateDict> {
-        self.core.state_dict()
-    }
-    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
-        self.core.load_state_dict(state, |_, _, e| {
-            if !e.any(AdagradState::KEYS) {
-                return Ok(None);
-            }
-            Ok(Some(AdagradState { step: e.step()?, sum: e.require("sum")? }))
-        })
-    }
+    delegate_to_core!();
 }

@@ -1,7 +1,7 @@
 //! Adam and AdamW (PyTorch's `torch.optim.Adam` / `torch.optim.AdamW`), with AMSGrad.
 
 use crate::optimizer::{
-    for_chunks, non_negative, param_slice, step_array, Core, ParamGroup, ParamState, Params, StateDict,
+    delegate_to_core, for_chunks, non_negative, step_array, Core, Entries, ParamState, Params, StateDict,
 };
 use crate::Optimizer;
 use kiln_autograd::{Array, Error, Result};
@@ -64,6 +64,17 @@ impl ParamState for AdamState {
             out.insert(format!("{name}.max_exp_avg_sq"), m.clone());
         }
     }
+    fn load(e: &Entries) -> Result<Option<AdamState>> {
+        if !e.any(Self::KEYS) {
+            return Ok(None);
+        }
+        Ok(Some(AdamState {
+            step: e.step()?,
+            exp_avg: e.require("exp_avg")?,
+            exp_avg_sq: e.require("exp_avg_sq")?,
+            max_exp_avg_sq: e.buffer("max_exp_avg_sq")?,
+        }))
+    }
 }
 
 impl<const DECOUPLED: bool> AdamBase<DECOUPLED> {
@@ -113,16 +124,15 @@ impl<const DECOUPLED: bool> Optimizer for AdamBase<DECOUPLED> {
         if !non_negative(eps) {
             return Err(Error::op(op, format!("invalid epsilon value: {eps}")));
         }
-        self.core.for_each_grad(op, wd_default, |lr, wd, p, g, st| {
-            let g = g.f32_cow()?;
+        self.core.for_each_grad(op, wd_default, |lr, wd, shape, w, g, st| {
             let st = st.get_or_insert_with(|| AdamState {
                 step: 0,
-                exp_avg: Array::zeros(p.shape()),
-                exp_avg_sq: Array::zeros(p.shape()),
+                exp_avg: Array::zeros(shape),
+                exp_avg_sq: Array::zeros(shape),
                 max_exp_avg_sq: None,
             });
             if amsgrad && st.max_exp_avg_sq.is_none() {
-                st.max_exp_avg_sq = Some(Array::zeros(p.shape()));
+                st.max_exp_avg_sq = Some(Array::zeros(shape));
             }
             st.step += 1;
             let t = st.step as f64;
@@ -131,60 +141,36 @@ impl<const DECOUPLED: bool> Optimizer for AdamBase<DECOUPLED> {
             // Adam folds the decay into the gradient; AdamW scales the parameter first.
             let (gdecay, pdecay) = if DECOUPLED { (0.0, (1.0 - lr as f64 * wd as f64) as f32) } else { (wd, 1.0) };
             let (c1, c2) = (1.0 - b1, 1.0 - b2);
-            p.update_data(|data| {
-                let w = param_slice(op, data, &g)?;
-                let m = st.exp_avg.make_mut_f32()?;
-                let v = st.exp_avg_sq.make_mut_f32()?;
-                match st.max_exp_avg_sq.as_mut().filter(|_| amsgrad) {
-                    None => for_chunks([w, m, v], &g, &|[w, m, v], g| {
-                        for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let m = st.exp_avg.make_mut_f32()?;
+            let v = st.exp_avg_sq.make_mut_f32()?;
+            match st.max_exp_avg_sq.as_mut().filter(|_| amsgrad) {
+                None => for_chunks([w, m, v], g, &|[w, m, v], g| {
+                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                        let g = if DECOUPLED { g } else { g + gdecay * *w };
+                        let p = if DECOUPLED { *w * pdecay } else { *w };
+                        *m = b1 * *m + c1 * g;
+                        *v = b2 * *v + c2 * g * g;
+                        *w = p - step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                    }
+                }),
+                Some(vmax) => {
+                    let vmax = vmax.make_mut_f32()?;
+                    for_chunks([w, m, v, vmax], g, &|[w, m, v, vmax], g| {
+                        let it = w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).zip(vmax.iter_mut());
+                        for ((((w, &g), m), v), vmax) in it {
                             let g = if DECOUPLED { g } else { g + gdecay * *w };
                             let p = if DECOUPLED { *w * pdecay } else { *w };
                             *m = b1 * *m + c1 * g;
                             *v = b2 * *v + c2 * g * g;
-                            *w = p - step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                            *vmax = vmax.max(*v);
+                            *w = p - step_size * *m / (vmax.sqrt() / bc2_sqrt + eps);
                         }
-                    }),
-                    Some(vmax) => {
-                        let vmax = vmax.make_mut_f32()?;
-                        for_chunks([w, m, v, vmax], &g, &|[w, m, v, vmax], g| {
-                            let it = w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).zip(vmax.iter_mut());
-                            for ((((w, &g), m), v), vmax) in it {
-                                let g = if DECOUPLED { g } else { g + gdecay * *w };
-                                let p = if DECOUPLED { *w * pdecay } else { *w };
-                                *m = b1 * *m + c1 * g;
-                                *v = b2 * *v + c2 * g * g;
-                                *vmax = vmax.max(*v);
-                                *w = p - step_size * *m / (vmax.sqrt() / bc2_sqrt + eps);
-                            }
-                        })
-                    }
+                    })
                 }
-                Ok(())
-            })
+            }
+            Ok(())
         })
     }
 
-    fn param_groups(&self) -> &[ParamGroup] {
-        &self.core.groups
-    }
-    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
-        &mut self.core.groups
-    }
-    fn state_dict(&self) -> Result<StateDict> {
-        self.core.state_dict()
-    }
-    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
-        self.core.load_state_dict(state, |_, _, e| {
-            if !e.any(AdamState::KEYS) {
-                return Ok(None);
-            }
-            Ok(Some(AdamState {
-                step: e.step()?,
-                exp_avg: e.require("exp_avg")?,
-                exp_avg_sq: e.require("exp_avg_sq")?,
-                max_exp_avg_sq: e.buffer("max_exp_avg_sq")?,
-            }))
-        })
-    }
+    delegate_to_core!();
 }

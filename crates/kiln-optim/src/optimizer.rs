@@ -195,7 +195,28 @@ pub(crate) trait ParamState: Sized {
     const KEYS: &'static [&'static str];
     /// Writes this parameter's entries under `<name>.<key>`.
     fn save(&self, name: &str, out: &mut StateDict);
+    /// Rebuilds the state from a parameter's entries; `None` when it has none (not stepped yet).
+    fn load(entries: &Entries) -> Result<Option<Self>>;
 }
+
+/// The [`Optimizer`] methods that only hand over to the optimizer's `core: Core<State>` field.
+macro_rules! delegate_to_core {
+    () => {
+        fn param_groups(&self) -> &[$crate::ParamGroup] {
+            &self.core.groups
+        }
+        fn param_groups_mut(&mut self) -> &mut [$crate::ParamGroup] {
+            &mut self.core.groups
+        }
+        fn state_dict(&self) -> kiln_autograd::Result<$crate::StateDict> {
+            self.core.state_dict()
+        }
+        fn load_state_dict(&mut self, state: &$crate::StateDict) -> kiln_autograd::Result<()> {
+            self.core.load_state_dict(state)
+        }
+    };
+}
+pub(crate) use delegate_to_core;
 
 impl<S: ParamState> Core<S> {
     pub fn new(params: Params, lr: f32) -> Core<S> {
@@ -213,15 +234,16 @@ impl<S: ParamState> Core<S> {
         Core { groups, state }
     }
 
-    /// Runs `f(lr, weight_decay, param, grad, state)` for every parameter that has a
-    /// gradient. Every group's learning rate and weight decay (the group's own, else
-    /// `default_wd`) and every gradient are checked first, so an invalid setting fails the
-    /// step before anything changes.
+    /// Runs `f(lr, weight_decay, shape, param, grad, state)` for every parameter that has a
+    /// gradient, with the parameter's values as a mutable slice (copied first only if shared)
+    /// and the gradient as a contiguous slice. Every group's learning rate and weight decay
+    /// (the group's own, else `default_wd`) and every gradient are checked first, so an invalid
+    /// setting fails the step before anything changes.
     pub fn for_each_grad(
         &mut self,
         op: &'static str,
         default_wd: f32,
-        mut f: impl FnMut(f32, f32, &Tensor, &Array, &mut Option<S>) -> Result<()>,
+        mut f: impl FnMut(f32, f32, &[usize], &mut [f32], &[f32], &mut Option<S>) -> Result<()>,
     ) -> Result<()> {
         for (i, group) in self.groups.iter().enumerate() {
             let wd = group.weight_decay_or(default_wd);
@@ -251,7 +273,9 @@ impl<S: ParamState> Core<S> {
             let wd = group.weight_decay_or(default_wd);
             for ((_, p), st) in group.params.iter().zip(states.iter_mut()) {
                 let Some(g) = p.grad() else { continue };
-                f(group.lr, wd, p, &g, st)?;
+                let g = g.f32_cow()?;
+                let shape = p.shape();
+                p.update_data(|data| f(group.lr, wd, shape, param_slice(op, data, &g)?, &g, st))?;
             }
         }
         Ok(())
@@ -287,12 +311,8 @@ impl<S: ParamState> Core<S> {
         Ok(out)
     }
 
-    /// Loads `sd`, building each parameter's state with `load(name, param, entries)`.
-    pub fn load_state_dict(
-        &mut self,
-        sd: &StateDict,
-        mut load: impl FnMut(&str, &Tensor, &Entries) -> Result<Option<S>>,
-    ) -> Result<()> {
+    /// Loads `sd`, building each parameter's state with [`ParamState::load`].
+    pub fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
         self.check_unique_names("load_state_dict")?;
         let mut known = BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
@@ -320,7 +340,7 @@ impl<S: ParamState> Core<S> {
             }
             let mut s = Vec::with_capacity(g.params.len());
             for (name, p) in &g.params {
-                s.push(load(name, p, &Entries { sd, name, shape: p.shape() })?);
+                s.push(S::load(&Entries { sd, name, shape: p.shape() })?);
             }
             state.push(s);
         }

@@ -1,7 +1,7 @@
 //! RMSprop (PyTorch's `torch.optim.RMSprop`), plain or centered, with momentum.
 
 use crate::optimizer::{
-    for_chunks, non_negative, param_slice, step_array, Core, ParamGroup, ParamState, Params, StateDict,
+    delegate_to_core, for_chunks, non_negative, step_array, Core, Entries, ParamState, Params, StateDict,
 };
 use crate::Optimizer;
 use kiln_autograd::{Array, Error, Result};
@@ -45,6 +45,17 @@ impl ParamState for RmsState {
         if let Some(b) = &self.momentum_buffer {
             out.insert(format!("{name}.momentum_buffer"), b.clone());
         }
+    }
+    fn load(e: &Entries) -> Result<Option<RmsState>> {
+        if !e.any(Self::KEYS) {
+            return Ok(None);
+        }
+        Ok(Some(RmsState {
+            step: e.step()?,
+            square_avg: e.require("square_avg")?,
+            grad_avg: e.buffer("grad_avg")?,
+            momentum_buffer: e.buffer("momentum_buffer")?,
+        }))
     }
 }
 
@@ -99,92 +110,67 @@ impl Optimizer for RmsProp {
             }
         }
         let c = 1.0 - alpha;
-        self.core.for_each_grad("rmsprop", wd_default, |lr, wd, p, g, st| {
-            let g = g.f32_cow()?;
+        self.core.for_each_grad("rmsprop", wd_default, |lr, wd, shape, w, g, st| {
             let st = st.get_or_insert_with(|| RmsState {
                 step: 0,
-                square_avg: Array::zeros(p.shape()),
+                square_avg: Array::zeros(shape),
                 grad_avg: None,
                 momentum_buffer: None,
             });
             if centered && st.grad_avg.is_none() {
-                st.grad_avg = Some(Array::zeros(p.shape()));
+                st.grad_avg = Some(Array::zeros(shape));
             }
             if mom > 0.0 && st.momentum_buffer.is_none() {
-                st.momentum_buffer = Some(Array::zeros(p.shape()));
+                st.momentum_buffer = Some(Array::zeros(shape));
             }
             st.step += 1;
-            p.update_data(|data| {
-                let w = param_slice("rmsprop", data, &g)?;
-                let s = st.square_avg.make_mut_f32()?;
-                let a = match st.grad_avg.as_mut().filter(|_| centered) {
-                    Some(a) => Some(a.make_mut_f32()?),
-                    None => None,
-                };
-                let b = match st.momentum_buffer.as_mut().filter(|_| mom > 0.0) {
-                    Some(b) => Some(b.make_mut_f32()?),
-                    None => None,
-                };
-                match (a, b) {
-                    (None, None) => for_chunks([w, s], &g, &|[w, s], g| {
-                        for ((w, &g), s) in w.iter_mut().zip(g).zip(s.iter_mut()) {
-                            let g = g + wd * *w;
-                            *s = alpha * *s + c * g * g;
-                            *w -= lr * g / (s.sqrt() + eps);
-                        }
-                    }),
-                    (Some(a), None) => for_chunks([w, s, a], &g, &|[w, s, a], g| {
-                        for (((w, &g), s), a) in w.iter_mut().zip(g).zip(s.iter_mut()).zip(a.iter_mut()) {
-                            let g = g + wd * *w;
-                            *s = alpha * *s + c * g * g;
-                            *a = alpha * *a + c * g;
-                            *w -= lr * g / ((*s - *a * *a).sqrt() + eps);
-                        }
-                    }),
-                    (None, Some(b)) => for_chunks([w, s, b], &g, &|[w, s, b], g| {
-                        for (((w, &g), s), b) in w.iter_mut().zip(g).zip(s.iter_mut()).zip(b.iter_mut()) {
-                            let g = g + wd * *w;
-                            *s = alpha * *s + c * g * g;
-                            *b = mom * *b + g / (s.sqrt() + eps);
-                            *w -= lr * *b;
-                        }
-                    }),
-                    (Some(a), Some(b)) => for_chunks([w, s, a, b], &g, &|[w, s, a, b], g| {
-                        let it = w.iter_mut().zip(g).zip(s.iter_mut()).zip(a.iter_mut()).zip(b.iter_mut());
-                        for ((((w, &g), s), a), b) in it {
-                            let g = g + wd * *w;
-                            *s = alpha * *s + c * g * g;
-                            *a = alpha * *a + c * g;
-                            *b = mom * *b + g / ((*s - *a * *a).sqrt() + eps);
-                            *w -= lr * *b;
-                        }
-                    }),
-                }
-                Ok(())
-            })
+            let s = st.square_avg.make_mut_f32()?;
+            let a = match st.grad_avg.as_mut().filter(|_| centered) {
+                Some(a) => Some(a.make_mut_f32()?),
+                None => None,
+            };
+            let b = match st.momentum_buffer.as_mut().filter(|_| mom > 0.0) {
+                Some(b) => Some(b.make_mut_f32()?),
+                None => None,
+            };
+            match (a, b) {
+                (None, None) => for_chunks([w, s], g, &|[w, s], g| {
+                    for ((w, &g), s) in w.iter_mut().zip(g).zip(s.iter_mut()) {
+                        let g = g + wd * *w;
+                        *s = alpha * *s + c * g * g;
+                        *w -= lr * g / (s.sqrt() + eps);
+                    }
+                }),
+                (Some(a), None) => for_chunks([w, s, a], g, &|[w, s, a], g| {
+                    for (((w, &g), s), a) in w.iter_mut().zip(g).zip(s.iter_mut()).zip(a.iter_mut()) {
+                        let g = g + wd * *w;
+                        *s = alpha * *s + c * g * g;
+                        *a = alpha * *a + c * g;
+                        *w -= lr * g / ((*s - *a * *a).sqrt() + eps);
+                    }
+                }),
+                (None, Some(b)) => for_chunks([w, s, b], g, &|[w, s, b], g| {
+                    for (((w, &g), s), b) in w.iter_mut().zip(g).zip(s.iter_mut()).zip(b.iter_mut()) {
+                        let g = g + wd * *w;
+                        *s = alpha * *s + c * g * g;
+                        *b = mom * *b + g / (s.sqrt() + eps);
+                        *w -= lr * *b;
+                    }
+                }),
+                (Some(a), Some(b)) => for_chunks([w, s, a, b], g, &|[w, s, a, b], g| {
+                    let it = w.iter_mut().zip(g).zip(s.iter_mut()).zip(a.iter_mut()).zip(b.iter_mut());
+                    for ((((w, &g), s), a), b) in it {
+                        let g = g + wd * *w;
+                        *s = alpha * *s + c * g * g;
+                        *a = alpha * *a + c * g;
+                        *b = mom * *b + g / ((*s - *a * *a).sqrt() + eps);
+                        *w -= lr * *b;
+                    }
+                }),
+            }
+            Ok(())
         })
     }
 
-    fn param_groups(&self) -> &[ParamGroup] {
-        &self.core.groups
-    }
-    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
-        &mut self.core.groups
-    }
-    fn state_dict(&self) -> Result<StateDict> {
-        self.core.state_dict()
-    }
-    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
-        self.core.load_state_dict(state, |_, _, e| {
-            if !e.any(RmsState::KEYS) {
-                return Ok(None);
-            }
-            Ok(Some(RmsState {
-                step: e.step()?,
-                square_avg: e.require("square_avg")?,
-                grad_avg: e.buffer("grad_avg")?,
-                momentum_buffer: e.buffer("momentum_buffer")?,
-            }))
-        })
-    }
+    delegate_to_core!();
 }

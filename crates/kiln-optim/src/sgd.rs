@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and weight decay
 //! (PyTorch's `torch.optim.SGD`).
 
-use crate::optimizer::{for_chunks, non_negative, param_slice, Core, ParamGroup, ParamState, Params, StateDict};
+use crate::optimizer::{delegate_to_core, for_chunks, non_negative, Core, Entries, ParamState, Params, StateDict};
 use crate::Optimizer;
 use kiln_autograd::{Array, Error, Result};
 
@@ -43,6 +43,9 @@ impl ParamState for SgdState {
     fn save(&self, name: &str, out: &mut StateDict) {
         out.insert(format!("{name}.momentum_buffer"), self.momentum_buffer.clone());
     }
+    fn load(e: &Entries) -> Result<Option<SgdState>> {
+        Ok(e.buffer("momentum_buffer")?.map(|b| SgdState { momentum_buffer: b }))
+    }
 }
 
 impl Sgd {
@@ -83,45 +86,29 @@ impl Optimizer for Sgd {
         if nesterov && (mom <= 0.0 || damp != 0.0) {
             return Err(Error::op("sgd", "nesterov momentum requires a momentum and zero dampening"));
         }
-        self.core.for_each_grad("sgd", wd_default, |lr, wd, p, g, st| {
-            let g = g.f32_cow()?;
-            p.update_data(|data| {
-                let w = param_slice("sgd", data, &g)?;
-                if mom == 0.0 {
-                    for_chunks([w], &g, &|[w], g| {
-                        for (w, &g) in w.iter_mut().zip(g) {
-                            *w -= lr * (g + wd * *w);
-                        }
-                    });
-                    return Ok(());
-                }
-                // The first step sets buf = g: a fresh buffer is zero, so keep·0 + 1·g is exact.
-                let (keep, take) = if st.is_none() { (0.0, 1.0) } else { (mom, 1.0 - damp) };
-                let st = st.get_or_insert_with(|| SgdState { momentum_buffer: Array::zeros(p.shape()) });
-                let b = st.momentum_buffer.make_mut_f32()?;
-                for_chunks([w, b], &g, &|[w, b], g| {
-                    for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
-                        let d = g + wd * *w;
-                        *b = keep * *b + take * d;
-                        *w -= lr * if nesterov { d + mom * *b } else { *b };
+        self.core.for_each_grad("sgd", wd_default, |lr, wd, shape, w, g, st| {
+            if mom == 0.0 {
+                for_chunks([w], g, &|[w], g| {
+                    for (w, &g) in w.iter_mut().zip(g) {
+                        *w -= lr * (g + wd * *w);
                     }
                 });
-                Ok(())
-            })
+                return Ok(());
+            }
+            // The first step sets buf = g: a fresh buffer is zero, so keep·0 + 1·g is exact.
+            let (keep, take) = if st.is_none() { (0.0, 1.0) } else { (mom, 1.0 - damp) };
+            let st = st.get_or_insert_with(|| SgdState { momentum_buffer: Array::zeros(shape) });
+            let b = st.momentum_buffer.make_mut_f32()?;
+            for_chunks([w, b], g, &|[w, b], g| {
+                for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
+                    let d = g + wd * *w;
+                    *b = keep * *b + take * d;
+                    *w -= lr * if nesterov { d + mom * *b } else { *b };
+                }
+            });
+            Ok(())
         })
     }
 
-    fn param_groups(&self) -> &[ParamGroup] {
-        &self.core.groups
-    }
-    fn param_groups_mut(&mut self) -> &mut [ParamGroup] {
-        &mut self.core.groups
-    }
-    fn state_dict(&self) -> Result<StateDict> {
-        self.core.state_dict()
-    }
-    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
-        self.core
-            .load_state_dict(state, |_, _, e| Ok(e.buffer("momentum_buffer")?.map(|b| SgdState { momentum_buffer: b })))
-    }
+    delegate_to_core!();
 }

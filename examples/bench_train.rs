@@ -1,21 +1,17 @@
 //! kiln's side of the training workloads of `shared/bench/torch_bench.py` (definitions in
 //! `shared/bench/README.md`), with the same timing protocol and JSON lines:
 //! W2 (MLP 784-512-512-10 train step, SGD momentum, batch 128), W3 (small CNN train step on
-//! [64,1,28,28], Adam) and W5 (ResNet basic block forward + backward on [8,64,56,56]).
+//! [64,1,28,28], Adam), all built from kiln-nn's modules and W5 (ResNet basic block forward + backward on [8,64,56,56]).
 //!
 //! `cargo run --release --example bench_train -- --threads 2 [--only w2,w3,w5]`
 
 #[path = "common/timing.rs"]
 mod timing;
 
-use kiln::autograd::ops::conv::conv2d;
 use kiln::autograd::ops::loss::{cross_entropy, CrossEntropyOptions};
-use kiln::autograd::ops::pool::max_pool2d;
-use kiln::nn::{init, BatchNorm2d, Linear, ReLU, Sequential};
+use kiln::nn::{init, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential};
 use kiln::optim::{Adam, Optimizer, Sgd};
 use kiln::prelude::*;
-use kiln::tensor::ops::conv::Conv2dOptions;
-use kiln::tensor::ops::pool::Pool2dOptions;
 use timing::{bench, emit, wanted};
 
 fn randn_like(shape: &[usize], seed: u64) -> Tensor {
@@ -63,25 +59,21 @@ fn main() -> Result<()> {
         emit("W2", t, "steps/s", 1.0 / s, &format!(r#", "peak_rss_mib": {:.1}"#, rss_mib()));
     }
     if wanted("w3") {
-        // The CNN of W3, written with the functional ops over parameters in PyTorch's layouts.
         let mut rng = init::rng(0);
-        let (c1w, c1b) = (init::default_weight(&[32, 1, 3, 3], &mut rng), init::default_bias(32, 9, &mut rng));
-        let (c2w, c2b) = (init::default_weight(&[64, 32, 3, 3], &mut rng), init::default_bias(64, 288, &mut rng));
-        let fc1 = Linear::new(3136, 128, true, &mut rng);
-        let fc2 = Linear::new(128, 10, true, &mut rng);
-        let mut params = vec![c1w.clone(), c1b.clone(), c2w.clone(), c2b.clone()];
-        params.extend(fc1.parameters());
-        params.extend(fc2.parameters());
-        let mut opt = Adam::new(params, 1e-3);
-        let conv = Conv2dOptions::default().padding([1, 1]);
-        let pool = Pool2dOptions::new([2, 2]);
+        let model = Sequential::new()
+            .with(Conv2d::builder(1, 32, [3, 3]).padding([1, 1]).build(&mut rng)?)
+            .with(ReLU)
+            .with(MaxPool2d::new([2, 2]))
+            .with(Conv2d::builder(32, 64, [3, 3]).padding([1, 1]).build(&mut rng)?)
+            .with(ReLU)
+            .with(MaxPool2d::new([2, 2]))
+            .with(Flatten::default())
+            .with(Linear::new(3136, 128, true, &mut rng))
+            .with(ReLU)
+            .with(Linear::new(128, 10, true, &mut rng));
+        let mut opt = Adam::new(model.parameters(), 1e-3);
         let (x, y) = (randn_like(&[64, 1, 28, 28], 3), labels(64, 10, 4));
-        let forward = || -> Result<Tensor> {
-            let h = max_pool2d(&conv2d(&x, &c1w, Some(&c1b), &conv)?.relu(), &pool)?;
-            let h = max_pool2d(&conv2d(&h, &c2w, Some(&c2b), &conv)?.relu(), &pool)?;
-            let h = fc1.forward(&h.try_flatten(1, -1)?)?.relu();
-            fc2.forward(&h)
-        };
+        let forward = || model.forward(&x);
         let s = bench(|| {
             opt.zero_grad();
             let loss = cross_entropy(&forward().unwrap(), &y, &ce).unwrap();
@@ -92,19 +84,18 @@ fn main() -> Result<()> {
     }
     if wanted("w5") {
         let mut rng = init::rng(0);
-        let conv1 = init::default_weight(&[64, 64, 3, 3], &mut rng);
-        let bn1 = BatchNorm2d::new(64);
-        let conv2 = init::default_weight(&[64, 64, 3, 3], &mut rng);
-        let bn2 = BatchNorm2d::new(64);
-        let opts = Conv2dOptions::default().padding([1, 1]);
+        let mut conv = || Conv2d::builder(64, 64, [3, 3]).padding([1, 1]).bias(false).build(&mut rng);
+        let (conv1, conv2) = (conv()?, conv()?);
+        let (bn1, bn2) = (BatchNorm2d::new(64), BatchNorm2d::new(64));
         let x = randn_like(&[8, 64, 56, 56], 5).requires_grad_(true);
+        let params = [conv1.parameters(), conv2.parameters(), bn1.parameters(), bn2.parameters()].concat();
         let s = bench(|| {
-            let h = bn1.forward(&conv2d(&x, &conv1, None, &opts).unwrap()).unwrap().relu();
-            let h = bn2.forward(&conv2d(&h, &conv2, None, &opts).unwrap()).unwrap();
+            let h = bn1.forward(&conv1.forward(&x).unwrap()).unwrap().relu();
+            let h = bn2.forward(&conv2.forward(&h).unwrap()).unwrap();
             let out = (&h + &x).relu();
             out.mean_all().backward().unwrap();
             x.zero_grad();
-            for p in [vec![conv1.clone(), conv2.clone()], bn1.parameters(), bn2.parameters()].concat() {
+            for p in &params {
                 p.zero_grad();
             }
         });

@@ -34,5 +34,5 @@ pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, L1Loss, MSELoss, 
 pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
 pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
-pub use sequential::{Identity, Sequential};
+pub use sequential::{Flatten, Identity, Sequential};
 pub use transformer::{Activation, TransformerEncoderLayer, TransformerEncoderLayerConfig};

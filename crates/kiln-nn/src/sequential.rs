@@ -95,3 +95,41 @@ impl Forward for Identity {
         Ok(x.clone())
     }
 }
+
+/// Flattens dims `start_dim..=end_dim` into one (PyTorch's `nn.Flatten`, default dims 1 to -1):
+/// `[N, C, H, W]` → `[N, C·H·W]`, a view when the input is contiguous.
+///
+/// ```
+/// use kiln_nn::{Flatten, Forward};
+/// use kiln_autograd::Tensor;
+/// let y = Flatten::default().forward(&Tensor::zeros(&[2, 3, 4, 5]))?;
+/// assert_eq!(y.shape(), &[2, 60]);
+/// # Ok::<(), kiln_autograd::Error>(())
+/// ```
+#[derive(Module, Debug, Clone, Copy)]
+pub struct Flatten {
+    #[module(skip)]
+    start_dim: isize,
+    #[module(skip)]
+    end_dim: isize,
+}
+
+impl Flatten {
+    /// Flattens dims `start_dim..=end_dim` (negative dims count from the end).
+    pub fn new(start_dim: isize, end_dim: isize) -> Flatten {
+        Flatten { start_dim, end_dim }
+    }
+}
+
+impl Default for Flatten {
+    /// `Flatten::new(1, -1)`, PyTorch's default: keeps the batch dim.
+    fn default() -> Flatten {
+        Flatten::new(1, -1)
+    }
+}
+
+impl Forward for Flatten {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.try_flatten(self.start_dim, self.end_dim)
+    }
+}

@@ -33,15 +33,11 @@ pub fn contiguous_strides(shape: &[usize]) -> Strides {
 
 /// Resolves a possibly negative dim (Python style) against `rank`.
 pub fn normalize_dim(op: &'static str, dim: isize, rank: usize) -> Result<usize> {
-    let r = rank as isize;
+    // A 0-d tensor takes dims 0 and -1, as in PyTorch (it wraps by max(rank, 1)).
+    let r = (rank as isize).max(1);
     let d = if dim < 0 { dim + r } else { dim };
-    if d < 0 || d >= r.max(1) || (rank == 0 && d != 0) {
-        bail!(
-            op,
-            "dim {dim} is out of range for a tensor of rank {rank} (expected in [{}, {}])",
-            -r.max(1),
-            r.max(1) - 1
-        );
+    if d < 0 || d >= r {
+        bail!(op, "dim {dim} is out of range for a tensor of rank {rank} (expected in [{}, {}])", -r, r - 1);
     }
     Ok(d as usize)
 }

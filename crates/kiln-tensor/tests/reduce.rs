@@ -441,3 +441,19 @@ fn softmax_of_a_non_contiguous_input() {
         assert_eq!(a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
     }
 }
+
+/// A 0-d tensor takes dims 0 and -1 (PyTorch wraps dims by max(rank, 1)); other dims fail.
+#[test]
+fn zero_dim_tensor_takes_dim_minus_one() {
+    let x = Array::scalar(3.5);
+    for d in [0isize, -1] {
+        let s = x.sum(Some(&[d]), false).unwrap();
+        assert_eq!(s.shape(), &[] as &[usize]);
+        assert_eq!(s.item().unwrap(), 3.5);
+        assert_eq!(x.softmax(d).unwrap().item().unwrap(), 1.0);
+    }
+    for d in [1isize, -2] {
+        let e = x.sum(Some(&[d]), false).unwrap_err().to_string();
+        assert!(e.contains("out of range") && e.contains("[-1, 0]"), "{e}");
+    }
+}

@@ -334,17 +334,20 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize, mask: Option<&Array>, 
     Ok(Tensor::from_op(out, NAME, &[qkv], move |g, _| {
         let g4 = g.reshape_to(&[b, t, n_head, d])?.transpose(1, 2)?;
         let grads = Array::scaled_dot_product_attention_backward(&q, &k, &v, &probs, &g4, scale, [true; 3])?;
-        let mut packed = vec![0f32; b * t * e3];
-        for (i, gi) in grads.into_iter().enumerate() {
-            let gi = gi.ok_or_else(|| Error::op(NAME, "backward: missing a q/k/v gradient"))?.contiguous();
-            let src = gi.as_slice::<f32>().expect("contiguous f32");
-            // src is [B, H, T, D]: row (bi, hi, ti) goes to packed[bi, ti, i·E + hi·D ..].
-            for bi in 0..b {
-                for hi in 0..n_head {
-                    for ti in 0..t {
+        let parts: Vec<Array> = grads
+            .into_iter()
+            .map(|gi| Ok(gi.ok_or_else(|| Error::op(NAME, "backward: missing a q/k/v gradient"))?.contiguous()))
+            .collect::<Result<_>>()?;
+        let src: Vec<&[f32]> = parts.iter().map(|p| p.as_slice::<f32>().expect("contiguous f32")).collect();
+        // Each part is [B, H, T, D]; the gradient of qkv is written in its own row order
+        // [B, T, (q|k|v), H, D], every element once (no zero fill).
+        let mut packed = Vec::with_capacity(b * t * e3);
+        for bi in 0..b {
+            for ti in 0..t {
+                for part in &src {
+                    for hi in 0..n_head {
                         let from = ((bi * n_head + hi) * t + ti) * d;
-                        let to = (bi * t + ti) * e3 + i * e + hi * d;
-                        packed[to..to + d].copy_from_slice(&src[from..from + d]);
+                        packed.extend_from_slice(&part[from..from + d]);
                     }
                 }
             }

@@ -1,2 +1,10 @@
 //! Model architectures that load pretrained weights by their original (Hugging Face or
 //! PyTorch) parameter names, with no renaming adapter.
+
+pub mod bert;
+pub mod pooling;
+pub mod tokenizer;
+
+pub use bert::{BertConfig, BertModel, BertModelOutput};
+pub use pooling::{l2_normalize, mean_pooling, Pooling, SentenceEmbedder};
+pub use tokenizer::{BatchEncoding, Padding, Tokenizer};

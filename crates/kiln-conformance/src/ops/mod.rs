@@ -10,6 +10,7 @@ mod elementwise;
 mod indexing;
 mod linalg;
 mod loss;
+mod models;
 mod norm;
 mod optim;
 mod reduce;
@@ -33,4 +34,5 @@ pub fn run(case: &Case) -> Option<Result<Outputs>> {
         .or_else(|| attention::run(op, case))
         .or_else(|| train::run(op, case))
         .or_else(|| conv::run(op, case))
+        .or_else(|| models::run(op, case))
 }

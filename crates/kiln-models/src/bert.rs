@@ -191,6 +191,9 @@ impl BertEmbeddings {
     /// `LN(word[ids] + position[0..T] + token_type[tt])` for `input_ids` `[B, T]`; the
     /// token types default to 0.
     pub fn forward(&self, input_ids: &Tensor, token_type_ids: Option<&Tensor>) -> Result<Tensor> {
+        if input_ids.rank() != 2 {
+            return Err(Error::op(OP, format!("input_ids must be [batch, seq], got shape {:?}", input_ids.shape())));
+        }
         let t = input_ids.shape()[1];
         let max_pos = self.position_embeddings.num_embeddings();
         if t > max_pos {
@@ -233,6 +236,12 @@ impl BertSelfAttention {
     /// Multi-head attention of `x` `[B, T, H]` with an additive mask broadcasting to
     /// `[B, heads, T, T]`; returns the merged heads `[B, T, H]`.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        if x.rank() != 3 {
+            return Err(Error::op(
+                OP,
+                format!("attention input must be [batch, seq, hidden], got shape {:?}", x.shape()),
+            ));
+        }
         let (b, t, hidden) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let nh = self.num_heads;
         let d = hidden / nh;

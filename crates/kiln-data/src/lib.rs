@@ -6,10 +6,11 @@
 //!   [`Dataset::map_random`], [`Dataset::subset`], [`Dataset::filter`],
 //!   [`Dataset::random_split`], [`Dataset::train_val_split`] and, for labelled data,
 //!   [`Labeled::filter_labels`]. In memory: [`ArrayDataset`] (features + classes),
-//!   [`PairDataset`], an [`Array`](kiln_tensor::Array) (its rows) and a `Vec`.
+//!   [`PairDataset`] and an [`Array`](kiln_tensor::Array) (its rows).
 //! - [`DataLoader`]: batches collated into tensors ([`Collate`]), seeded per-epoch shuffling,
 //!   `drop_last`, and worker threads that prepare batches ahead of the training loop.
-//! - [`Digits`]: the sklearn 8x8 digits, built in.
+//! - Readers: MNIST's IDX ([`Idx`], [`load_mnist`]), numeric CSV ([`read_csv`]), character
+//!   text ([`CharCorpus`], [`RandomWindows`], [`Windows`]) and the sklearn digits ([`Digits`]).
 //!
 //! ```
 //! use kiln_data::{DataLoader, Dataset, Digits, Labeled};
@@ -30,15 +31,24 @@
 
 #![warn(missing_docs)]
 
+pub mod csv;
 pub mod dataset;
 pub mod digits;
+pub mod idx;
 pub mod loader;
 pub mod rng;
+pub mod text;
 
+pub use csv::{parse_csv, read_csv, CsvOptions, CsvTable, Header, LabelColumn};
 pub use dataset::{ArrayDataset, Dataset, Labeled, Map, MapRandom, PairDataset, Subset};
 pub use digits::Digits;
+pub use idx::{
+    load_mnist, mnist_from_files, parse_idx_images, parse_idx_labels, read_idx_images, read_idx_labels, Idx, IdxData,
+    MnistSplit,
+};
 pub use loader::{stack, Collate, DataLoader, Epoch};
 pub use rng::{derive_seed, Rng};
+pub use text::{CharCorpus, CharVocab, RandomWindows, Windows};
 
 use kiln_tensor::{Error, Result};
 use std::path::Path;

@@ -11,6 +11,7 @@
 //!   `drop_last`, and worker threads that prepare batches ahead of the training loop.
 //! - Readers: MNIST's IDX ([`Idx`], [`load_mnist`]), numeric CSV ([`read_csv`]), character
 //!   text ([`CharCorpus`], [`RandomWindows`], [`Windows`]) and the sklearn digits ([`Digits`]).
+//! - [`transforms`]: normalize, random crop, random horizontal flip, bilinear [`Resize`].
 //!
 //! ```
 //! use kiln_data::{DataLoader, Dataset, Digits, Labeled};
@@ -38,6 +39,7 @@ pub mod idx;
 pub mod loader;
 pub mod rng;
 pub mod text;
+pub mod transforms;
 
 pub use csv::{parse_csv, read_csv, CsvOptions, CsvTable, Header, LabelColumn};
 pub use dataset::{ArrayDataset, Dataset, Labeled, Map, MapRandom, PairDataset, Subset};
@@ -49,6 +51,7 @@ pub use idx::{
 pub use loader::{stack, Collate, DataLoader, Epoch};
 pub use rng::{derive_seed, Rng};
 pub use text::{CharCorpus, CharVocab, RandomWindows, Windows};
+pub use transforms::{hflip, normalize, random_crop, random_hflip, resize_bilinear, Resize};
 
 use kiln_tensor::{Error, Result};
 use std::path::Path;

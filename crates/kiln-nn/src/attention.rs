@@ -3,11 +3,9 @@
 use crate::init;
 use crate::{Forward, Linear, Module};
 use kiln_autograd::ops::attention::scaled_dot_product_attention;
-use kiln_autograd::ops::dropout::dropout;
+use kiln_autograd::ops::dropout::dropout_default_rng;
 use kiln_autograd::{Array, DType, Error, Result, Tensor};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use std::sync::Mutex;
+use rand::Rng;
 
 const OP: &str = "multi_head_attention";
 
@@ -76,8 +74,6 @@ pub struct MultiheadAttention {
     batch_first: bool,
     #[module(training)]
     training: bool,
-    #[module(skip)]
-    rng: Mutex<StdRng>,
 }
 
 impl MultiheadAttention {
@@ -111,7 +107,6 @@ impl MultiheadAttention {
             dropout,
             batch_first,
             training: true,
-            rng: Mutex::new(StdRng::seed_from_u64(rng.gen())),
         })
     }
 
@@ -223,8 +218,8 @@ impl MultiheadAttention {
             }
             let mut p = scores.try_softmax(-1)?;
             if use_dropout {
-                let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-                p = dropout(&p, self.dropout, true, &mut *rng)?;
+                // The process-wide default generator, as in PyTorch: its state is checkpointed.
+                p = dropout_default_rng(&p, self.dropout, true)?;
             }
             let ctx = p.try_matmul(&v)?;
             (ctx, Some(p))

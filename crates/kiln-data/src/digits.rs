@@ -1,11 +1,18 @@
 //! The sklearn 8x8 handwritten digits (1797 images, 64 pixels 0-16, labels 0-9).
 
+use crate::dataset::{out_of_range, ArrayDataset, Dataset, Labeled};
 use flate2::read::GzDecoder;
 use kiln_tensor::{Array, Error, Result};
 use std::io::Read;
 use std::path::Path;
 
+/// The copy committed in the repository (`data/digits/digits.csv.gz`, 57 KB), built in.
+const EMBEDDED: &[u8] = include_bytes!("../../../data/digits/digits.csv.gz");
+
 /// The digits data set: `images` `[N, 64]` f32 in `[0, 16]` and `labels` `[N]` i64.
+///
+/// It is a [`Dataset`] of `(pixels [64], label)` (raw values 0-16; see
+/// [`Digits::to_dataset`] for scaled 8x8 images).
 #[derive(Debug, Clone)]
 pub struct Digits {
     /// Pixel values, `[N, 64]`.
@@ -59,6 +66,12 @@ impl Digits {
         Ok(Digits { images: Array::from_vec(pixels, &[n, 64])?, labels: Array::from_vec(labels, &[n])? })
     }
 
+    /// The 1797 digits committed in the repository (`data/digits/digits.csv.gz`), built into
+    /// the crate: no file access.
+    pub fn embedded() -> Result<Digits> {
+        Digits::from_bytes(EMBEDDED, "data/digits/digits.csv.gz")
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.numel()
@@ -67,6 +80,35 @@ impl Digits {
     /// True when there is no image.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// An [`ArrayDataset`] of images `[1, 8, 8]` with pixels divided by 16 (to `[0, 1]`).
+    pub fn to_dataset(&self) -> Result<ArrayDataset> {
+        let n = self.len();
+        ArrayDataset::new(self.images.mul_scalar(1.0 / 16.0)?.reshape_to(&[n, 1, 8, 8])?, &self.labels)
+    }
+}
+
+impl Dataset for Digits {
+    type Item = (Array, i64);
+    fn len(&self) -> usize {
+        self.labels.numel()
+    }
+    fn get(&self, index: usize) -> Result<(Array, i64)> {
+        let label = self.label(index)?;
+        Ok((self.images.narrow(0, index, 1)?.squeeze(0)?, label))
+    }
+}
+
+impl Labeled for Digits {
+    fn label(&self, index: usize) -> Result<i64> {
+        if index >= self.len() {
+            return Err(out_of_range(index, self.len()));
+        }
+        match self.labels.as_slice::<i64>() {
+            Some(s) => Ok(s[index]),
+            None => Ok(self.labels.narrow(0, index, 1)?.to_vec::<i64>()?[0]),
+        }
     }
 }
 
@@ -88,7 +130,7 @@ mod tests {
 
     #[test]
     fn the_committed_copy_has_1797_images_of_every_class() {
-        let d = Digits::from_bytes(include_bytes!("../../../data/digits/digits.csv.gz"), "digits").unwrap();
+        let d = Digits::embedded().unwrap();
         assert_eq!(d.len(), 1797);
         let labels = d.labels.to_vec::<i64>().unwrap();
         for c in 0..10 {

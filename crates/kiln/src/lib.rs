@@ -16,6 +16,7 @@ pub use kiln_models as models;
 pub use kiln_nn as nn;
 pub use kiln_optim as optim;
 pub use kiln_tensor as tensor;
+pub use kiln_train as train;
 
 pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
 pub use kiln_tensor::parallel::{num_threads, set_num_threads};

@@ -3,7 +3,7 @@
 //! ## This crate
 //!
 //! The facade: it re-exports the layered
-//! crates (`kiln-tensor`, `kiln-autograd`, `kiln-nn`, `kiln-optim`, `kiln-data`, `kiln-io`);
+//! crates (`kiln-tensor`, `kiln-autograd`, `kiln-nn`, `kiln-optim`, `kiln-data`, `kiln-io`, `kiln-train`);
 //! `use kiln::prelude::*` brings the everyday names into scope.
 //!
 //! With the default `mimalloc` feature, kiln installs mimalloc as the global allocator, so

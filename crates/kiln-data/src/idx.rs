@@ -187,9 +187,12 @@ fn header(
         r.read_exact(&mut b).map_err(|e| read_err(e, &format!("header (size of dim {d} of {ndims})")))?;
         dims.push(u32::from_be_bytes(b) as usize);
     }
+    // Every partial product must fit (the strides of an array of these sizes are products
+    // of trailing sizes), even when a zero size makes the element count 0.
     let overflow = || err(format!("sizes {dims:?} overflow"));
-    let numel = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
-    let want = numel.checked_mul(elem).ok_or_else(overflow)?;
+    let nonzero = dims.iter().filter(|&&d| d != 0).try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let nonzero = nonzero.and_then(|n| n.checked_mul(elem)).ok_or_else(overflow)?;
+    let want = if dims.contains(&0) { 0 } else { nonzero };
     Ok((code, dims, elem, want))
 }
 

@@ -113,6 +113,17 @@ fn huge_headers_are_refused_without_allocating() {
     b.extend([1, 2, 3]);
     error(&b, "found 3");
     error(&gzip(&header(0x08, &[1 << 30, 1 << 30])), "found 0");
+    // A zero size makes the element count 0, but the other sizes must still not overflow
+    // (the array's strides are their products). Found by fuzzing (docs/fuzzing-idx.md):
+    error(&header(0x08, &[0, u32::MAX, u32::MAX, u32::MAX]), "overflow");
+    let crash = [
+        0x00, 0x00, 0x09, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x81, 0xcb, 0x06, 0x47, 0x29, 0x86, 0x59, 0xa5, 0x86, 0xd9, 0x07, 0xf8, 0x85, 0xf4, 0xe4, 0x4b, 0x0e, 0xa3,
+        0xc6, 0x00, 0x00, 0x00,
+    ];
+    error(&crash, "overflow");
+    // Zero sizes with small others are still a valid empty file.
+    assert_eq!(Idx::parse(&header(0x0C, &[3, 0, 5]), "t").unwrap().to_f32(1.0).shape(), &[3, 0, 5]);
 }
 
 #[test]

@@ -27,6 +27,10 @@ use syn::{parse_macro_input, parse_quote, Data, DeriveInput, Fields, Ident, LitS
 /// - `rename = "Name"`: use `Name` as the field's segment in tensor names;
 /// - `flatten`: name the field's tensors without a segment of their own (a wrapper);
 /// - `training`: a `bool` field that `train()` / `eval()` set.
+///
+/// The struct itself is reported by `visit_modules` / `visit_modules_mut` before its fields;
+/// without generic type or lifetime parameters it also gets `as_any` / `as_any_mut`, so code
+/// walking a model can reach its concrete type (LoRA finds its `Linear` layers that way).
 #[proc_macro_derive(Module, attributes(module))]
 pub fn derive_module(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -138,6 +142,7 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let mut visit = Vec::new();
     let mut visit_mut = Vec::new();
     let mut visit_modules = Vec::new();
+    let mut visit_modules_mut = Vec::new();
     let mut set_training = Vec::new();
     let mut flag: Option<TokenStream2> = None;
     let mut child_modes = Vec::new();
@@ -185,6 +190,7 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             visit_mut.push(quote!(#module::visit_mut(&mut self.#member, #child_prefix, f);));
         }
         visit_modules.push(quote!(#module::visit_modules(&self.#member, #child_prefix, f);));
+        visit_modules_mut.push(quote!(#module::visit_modules_mut(&mut self.#member, #child_prefix, f);));
         set_training.push(quote!(#module::set_training(&mut self.#member, training);));
         child_modes.push(quote!(.or_else(|| #module::training_mode(&self.#member))));
     }
@@ -192,6 +198,20 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let training_mode = match flag {
         Some(f) => quote!(::core::option::Option::Some(#f)),
         None => quote!(::core::option::Option::None #(#child_modes)*),
+    };
+    // `Any` needs `Self: 'static`, which only a struct without generic parameters is sure to be
+    // (const parameters are fine); generic structs keep the trait's `None`.
+    let as_any = if input.generics.type_params().next().is_none() && input.generics.lifetimes().next().is_none() {
+        quote! {
+            fn as_any(&self) -> ::core::option::Option<&dyn ::core::any::Any> {
+                ::core::option::Option::Some(self)
+            }
+            fn as_any_mut(&mut self) -> ::core::option::Option<&mut dyn ::core::any::Any> {
+                ::core::option::Option::Some(self)
+            }
+        }
+    } else {
+        quote!()
     };
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     // `f` and `training` go unused in structs without fields of the matching kind.
@@ -209,6 +229,11 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
                 f(prefix, self);
                 #(#visit_modules)*
             }
+            fn visit_modules_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn #nn::Module)) {
+                f(prefix, self);
+                #(#visit_modules_mut)*
+            }
+            #as_any
             fn set_training(&mut self, training: bool) {
                 #(#set_training)*
             }

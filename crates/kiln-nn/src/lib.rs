@@ -2,7 +2,7 @@
 //!
 //! Building blocks for neural networks: the [`Module`] trait and its derive (named parameters,
 //! train / eval, freezing, state dicts), [`Forward`] and [`Sequential`], layers, the loss modules
-//! ([`loss`]), and parameter initialisation with PyTorch's defaults.
+//! ([`loss`]), LoRA fine-tuning ([`lora`]), and parameter initialisation with PyTorch's defaults.
 
 // The derive names this crate `::kiln_nn`, inside it as well as outside.
 extern crate self as kiln_nn;
@@ -15,6 +15,7 @@ pub mod embedding;
 pub mod forward;
 pub mod init;
 pub mod linear;
+pub mod lora;
 pub mod loss;
 pub mod module;
 pub mod norm;
@@ -30,6 +31,7 @@ pub use embedding::Embedding;
 pub use forward::{Forward, ForwardModule};
 pub use kiln_derive::Module;
 pub use linear::Linear;
+pub use lora::{inject_lora, merge_lora, LoraAdapter, LoraConfig};
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss};
 pub use module::{LoadReport, Module, ParamCount, ShapeMismatch, TensorKind};
 pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm};

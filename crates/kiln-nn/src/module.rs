@@ -4,6 +4,7 @@
 //! tree of submodules, with PyTorch's dotted names (`encoder.layer.0.attention.query.weight`).
 
 use kiln_autograd::{Array, Error, Result, Tensor};
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
@@ -209,6 +210,22 @@ pub trait Module {
     /// only their elements are visited.
     fn visit_modules<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a dyn Module));
 
+    /// [`Module::visit_modules`] with mutable access, to change modules in place (e.g. give
+    /// some [`Linear`](crate::Linear) layers a LoRA adapter, see [`crate::lora`]). `f` sees a
+    /// module before its submodules, so what it changes there is then visited.
+    fn visit_modules_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn Module));
+
+    /// This module as [`Any`], to reach its concrete type (`m.as_any()?.downcast_ref::<Linear>()`).
+    /// The derive implements it for structs without generic parameters; `None` otherwise.
+    fn as_any(&self) -> Option<&dyn Any> {
+        None
+    }
+
+    /// [`Module::as_any`], mutably.
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        None
+    }
+
     /// Sets training mode on this module and every submodule.
     fn set_training(&mut self, training: bool);
 
@@ -391,6 +408,7 @@ impl Module for Tensor {
         f(prefix, self, TensorKind::Parameter);
     }
     fn visit_modules<'a>(&'a self, _: &str, _: &mut dyn FnMut(&str, &'a dyn Module)) {}
+    fn visit_modules_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut dyn Module)) {}
     fn set_training(&mut self, _: bool) {}
 }
 
@@ -409,6 +427,11 @@ impl<T: Module> Module for Option<T> {
     fn visit_modules<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a dyn Module)) {
         if let Some(m) = self {
             m.visit_modules(prefix, f);
+        }
+    }
+    fn visit_modules_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn Module)) {
+        if let Some(m) = self {
+            m.visit_modules_mut(prefix, f);
         }
     }
     fn set_training(&mut self, training: bool) {
@@ -438,6 +461,11 @@ macro_rules! sequence_impl {
             fn visit_modules<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a dyn Module)) {
                 for (i, m) in self.iter().enumerate() {
                     m.visit_modules(&join(prefix, &i.to_string()), f);
+                }
+            }
+            fn visit_modules_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn Module)) {
+                for (i, m) in self.iter_mut().enumerate() {
+                    m.visit_modules_mut(&join(prefix, &i.to_string()), f);
                 }
             }
             fn set_training(&mut self, training: bool) {
@@ -474,6 +502,11 @@ impl<T: Module> Module for BTreeMap<String, T> {
             m.visit_modules(&join(prefix, k), f);
         }
     }
+    fn visit_modules_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn Module)) {
+        for (k, m) in self.iter_mut() {
+            m.visit_modules_mut(&join(prefix, k), f);
+        }
+    }
     fn set_training(&mut self, training: bool) {
         for m in self.values_mut() {
             m.set_training(training);
@@ -495,6 +528,15 @@ impl<T: Module + ?Sized> Module for Box<T> {
     fn visit_modules<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a dyn Module)) {
         (**self).visit_modules(prefix, f);
     }
+    fn visit_modules_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn Module)) {
+        (**self).visit_modules_mut(prefix, f);
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        (**self).as_any()
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        (**self).as_any_mut()
+    }
     fn set_training(&mut self, training: bool) {
         (**self).set_training(training);
     }
@@ -510,6 +552,7 @@ macro_rules! config_impl {
             fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, TensorKind)) {}
             fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {}
             fn visit_modules<'a>(&'a self, _: &str, _: &mut dyn FnMut(&str, &'a dyn Module)) {}
+            fn visit_modules_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut dyn Module)) {}
             fn set_training(&mut self, _: bool) {}
         }
     )*};
@@ -522,6 +565,7 @@ impl<T: ?Sized> Module for PhantomData<T> {
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor, TensorKind)) {}
     fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {}
     fn visit_modules<'a>(&'a self, _: &str, _: &mut dyn FnMut(&str, &'a dyn Module)) {}
+    fn visit_modules_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut dyn Module)) {}
     fn set_training(&mut self, _: bool) {}
 }
 

@@ -18,16 +18,18 @@ pub fn count_top_k(logits: &Array, targets: &Array, k: usize) -> Result<(usize, 
     }
     let (n, c) = (logits.shape()[0], logits.shape()[1]);
     let inner: usize = logits.shape()[2..].iter().product();
-    let mut want = vec![n];
-    want.extend_from_slice(&logits.shape()[2..]);
-    if targets.dtype() != DType::I64 || targets.shape() != want.as_slice() {
+    // Targets [N, d1, ...] for logits [N, C, d1, ...] (checked without allocating: per step).
+    let ts = targets.shape();
+    if targets.dtype() != DType::I64 || ts.len() + 1 != logits.rank() || ts[0] != n || ts[1..] != logits.shape()[2..] {
+        let mut want = vec![n];
+        want.extend_from_slice(&logits.shape()[2..]);
         return Err(Error::op(
             op,
             format!(
                 "targets must be i64 class indices of shape {want:?} for logits {:?}, got {} {:?}",
                 logits.shape(),
                 targets.dtype(),
-                targets.shape()
+                ts
             ),
         ));
     }

@@ -8,6 +8,7 @@ mod grad_mode;
 pub mod gradcheck;
 mod graph;
 pub mod ops;
+pub mod random;
 mod tensor;
 
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};

@@ -1,50 +1,71 @@
 //! [`Dropout`]: randomly zeroes activations in training mode.
 
 use crate::{Forward, Module};
-use kiln_autograd::ops::dropout::dropout;
+use kiln_autograd::ops::dropout::{dropout, dropout_default_rng};
+use kiln_autograd::random::{Generator, GeneratorState};
 use kiln_autograd::{Error, Result, Tensor};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-
-/// Seeds handed to dropout layers built without one: distinct per layer, the same from run to
-/// run of a program that builds its layers in the same order.
-static NEXT_SEED: AtomicU64 = AtomicU64::new(0x6B69_6C6E_0D70_0000);
 
 /// Zeroes each element with probability `p` in training mode and scales the others by
 /// `1/(1-p)` (PyTorch's `nn.Dropout`); the identity in evaluation mode. Has no parameters.
 ///
-/// Each layer owns a seeded generator, so runs are reproducible.
+/// A layer built with [`Dropout::new`] draws its masks from the process-wide default
+/// generator ([`kiln_autograd::random`]), as PyTorch does: `random::manual_seed` makes runs
+/// reproducible and `random::rng_state` / `random::set_rng_state` (which checkpoints save)
+/// capture every such layer at once. A layer built with [`Dropout::with_seed`] owns its
+/// generator instead; its state is saved and restored with [`Dropout::generator_state`] and
+/// [`Dropout::set_generator_state`].
 #[derive(Module, Debug)]
 pub struct Dropout {
     #[module(skip)]
     p: f32,
     #[module(training)]
     training: bool,
+    /// `None`: the default generator.
     #[module(skip)]
-    rng: Mutex<StdRng>,
+    rng: Option<Mutex<Generator>>,
 }
 
 impl Dropout {
-    /// Dropout with probability `p` in `[0, 1]`, in training mode, with a generator seeded from
-    /// a per-program sequence (see [`Dropout::with_seed`] to choose the seed).
+    /// Dropout with probability `p` in `[0, 1]`, in training mode, drawing from the default
+    /// generator.
     pub fn new(p: f32) -> Result<Dropout> {
-        Dropout::with_seed(p, NEXT_SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
+        check_p(p)?;
+        Ok(Dropout { p, training: true, rng: None })
     }
 
-    /// Dropout with probability `p` and a generator seeded with `seed`.
+    /// Dropout with probability `p` and its own generator seeded with `seed`.
     pub fn with_seed(p: f32, seed: u64) -> Result<Dropout> {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(Error::op("dropout", format!("probability has to be between 0 and 1, but got {p}")));
-        }
-        Ok(Dropout { p, training: true, rng: Mutex::new(StdRng::seed_from_u64(seed)) })
+        check_p(p)?;
+        Ok(Dropout { p, training: true, rng: Some(Mutex::new(Generator::new(seed))) })
     }
 
     /// The drop probability.
     pub fn p(&self) -> f32 {
         self.p
     }
+
+    /// The state of the layer's own generator; `None` when it uses the default generator.
+    pub fn generator_state(&self) -> Option<GeneratorState> {
+        self.rng.as_ref().map(|g| g.lock().unwrap_or_else(|e| e.into_inner()).state())
+    }
+
+    /// Restores the layer's own generator. Errors when the layer uses the default generator
+    /// (restore that one with `kiln_autograd::random::set_rng_state`).
+    pub fn set_generator_state(&self, state: &GeneratorState) -> Result<()> {
+        let g = self.rng.as_ref().ok_or_else(|| {
+            Error::op("dropout", "this layer draws from the default generator and has no state of its own")
+        })?;
+        g.lock().unwrap_or_else(|e| e.into_inner()).set_state(state);
+        Ok(())
+    }
+}
+
+fn check_p(p: f32) -> Result<()> {
+    if !(0.0..=1.0).contains(&p) {
+        return Err(Error::op("dropout", format!("probability has to be between 0 and 1, but got {p}")));
+    }
+    Ok(())
 }
 
 impl Forward for Dropout {
@@ -52,7 +73,9 @@ impl Forward for Dropout {
         if !self.training || self.p == 0.0 {
             return Ok(x.clone());
         }
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        dropout(x, self.p, true, &mut *rng)
+        match &self.rng {
+            Some(g) => dropout(x, self.p, true, &mut *g.lock().unwrap_or_else(|e| e.into_inner())),
+            None => dropout_default_rng(x, self.p, true),
+        }
     }
 }

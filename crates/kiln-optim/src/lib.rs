@@ -39,6 +39,7 @@ pub use clip::{clip_grad_norm, grad_norm};
 pub use optimizer::{Optimizer, ParamGroup, Params, StateDict};
 pub use rmsprop::RmsProp;
 pub use scheduler::{
-    Anneal, CosineAnnealingLR, ExponentialLR, LinearWarmupDecay, LrScheduler, MultiStepLR, OneCycle, OneCycleLR, StepLR,
+    Anneal, CosineAnnealingLR, ExponentialLR, LinearWarmupDecay, LrScheduler, MultiStepLR, OneCycle, OneCycleLR,
+    SchedulerState, StepLR,
 };
 pub use sgd::Sgd;

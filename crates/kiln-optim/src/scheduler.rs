@@ -61,6 +61,49 @@ pub trait LrScheduler {
         let t = self.last_step();
         opt.param_groups().iter().map(|g| self.lr_at(g.initial_lr.unwrap_or(g.lr), t)).collect()
     }
+
+    /// What a checkpoint needs to resume the schedule: the step counter and the base rate of
+    /// every group of `opt` (its `initial_lr`, else its `lr`). The schedule's own settings
+    /// (`step_size`, `gamma`, ...) are not state: a resumed run builds the same scheduler.
+    fn state_dict(&self, opt: &dyn Optimizer) -> SchedulerState {
+        SchedulerState {
+            last_step: self.last_step(),
+            base_lrs: opt.param_groups().iter().map(|g| g.initial_lr.unwrap_or(g.lr)).collect(),
+        }
+    }
+
+    /// Restores a [`SchedulerState`]: sets the step counter and every group's `initial_lr`,
+    /// then writes the rates of that step into `opt` ([`LrScheduler::apply`]). Errors, changing
+    /// nothing, when `opt` has another number of groups than the state.
+    fn load_state_dict(&mut self, state: &SchedulerState, opt: &mut dyn Optimizer) -> Result<()> {
+        let groups = opt.param_groups_mut();
+        if groups.len() != state.base_lrs.len() {
+            return Err(Error::op(
+                "load_state_dict",
+                format!(
+                    "scheduler state has {} base learning rates, the optimizer {} parameter groups",
+                    state.base_lrs.len(),
+                    groups.len()
+                ),
+            ));
+        }
+        for (g, &lr) in groups.iter_mut().zip(&state.base_lrs) {
+            g.initial_lr = Some(lr);
+        }
+        self.set_last_step(state.last_step);
+        self.apply(opt);
+        Ok(())
+    }
+}
+
+/// A scheduler's resumable state ([`LrScheduler::state_dict`]), like the `last_epoch` and
+/// `base_lrs` of a PyTorch scheduler's state dict.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct SchedulerState {
+    /// The number of scheduler steps taken.
+    pub last_step: usize,
+    /// Each parameter group's base (initial) learning rate.
+    pub base_lrs: Vec<f32>,
 }
 
 // ---------------------------------------------------------------- pure schedules
@@ -384,4 +427,46 @@ impl LrScheduler for LinearWarmupDecay {
         linear_warmup_then_linear_decay(base_lr as f64, self.warmup, self.total, t) as f32
     }
     step_counter!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Params, Sgd};
+    use kiln_autograd::Tensor;
+
+    fn two_groups() -> Sgd {
+        let p = || vec![("w".to_string(), Tensor::zeros(&[2]).requires_grad_(true))];
+        Sgd::new(Params::new().group_with(p(), Some(0.1), None).group_with(p(), Some(0.01), None), 0.1)
+    }
+
+    #[test]
+    fn state_restores_the_counter_and_base_rates_into_a_fresh_optimizer() -> Result<()> {
+        let mut opt = two_groups();
+        let mut s = StepLR::new(&mut opt, 2, 0.5)?;
+        for _ in 0..5 {
+            s.step(&mut opt);
+        }
+        let st = s.state_dict(&opt);
+        assert_eq!(st, SchedulerState { last_step: 5, base_lrs: vec![0.1, 0.01] });
+
+        // A fresh optimizer whose groups start at other rates.
+        let mut fresh = two_groups();
+        fresh.set_lr(0.7);
+        let mut r = StepLR::new(&mut fresh, 2, 0.5)?;
+        r.load_state_dict(&st, &mut fresh)?;
+        assert_eq!(r.last_step(), 5);
+        // 0.1·0.5² and 0.01·0.5², as at step 5 of the original.
+        let lrs: Vec<f32> = fresh.param_groups().iter().map(|g| g.lr).collect();
+        assert_eq!(lrs, [0.025, 0.0025]);
+        r.step(&mut fresh);
+        s.step(&mut opt);
+        assert_eq!(fresh.param_groups()[1].lr, opt.param_groups()[1].lr);
+
+        let mut one = Sgd::new(vec![Tensor::zeros(&[1]).requires_grad_(true)], 0.1);
+        let e = r.load_state_dict(&st, &mut one).unwrap_err().to_string();
+        assert!(e.contains("2 base learning rates") && e.contains("1 parameter groups"), "{e}");
+        assert_eq!(r.last_step(), 6);
+        Ok(())
+    }
 }

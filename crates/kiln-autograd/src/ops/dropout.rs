@@ -26,6 +26,14 @@ pub fn dropout(x: &Tensor, p: f32, training: bool, rng: &mut (impl RngCore + ?Si
     Ok(Tensor::from_op(out, "dropout", &[x], move |g, _| Ok(vec![Some(g.mul(&mask)?)])))
 }
 
+/// [`dropout`] drawing from the process-wide default generator
+/// ([`crate::random::with_default_generator`]), like PyTorch's `F.dropout`: reseed it with
+/// [`crate::random::manual_seed`], save and restore it with [`crate::random::rng_state`] and
+/// [`crate::random::set_rng_state`].
+pub fn dropout_default_rng(x: &Tensor, p: f32, training: bool) -> Result<Tensor> {
+    crate::random::with_default_generator(|g| dropout(x, p, training, g))
+}
+
 /// A dropout mask of `shape`: `1/(1-p)` with probability `1-p`, else 0.
 fn dropout_mask(shape: &[usize], p: f32, rng: &mut (impl RngCore + ?Sized)) -> Array {
     let n: usize = shape.iter().product();

@@ -335,3 +335,28 @@ impl<F: FnMut(&EpochLog) -> Result<()>> Callback for OnEpochEnd<F> {
         (self.0)(log)
     }
 }
+
+/// A borrowed callback: pass `&mut cb` to keep `cb` (and what it recorded) after fit.
+impl<C: Callback + ?Sized> Callback for &mut C {
+    fn on_train_begin(&mut self, ctx: &mut Context) -> Result<()> {
+        (**self).on_train_begin(ctx)
+    }
+    fn on_epoch_begin(&mut self, ctx: &mut Context) -> Result<()> {
+        (**self).on_epoch_begin(ctx)
+    }
+    fn on_before_step(&mut self, ctx: &mut Context) -> Result<()> {
+        (**self).on_before_step(ctx)
+    }
+    fn on_batch_end(&mut self, batch: &BatchLog, ctx: &mut Context) -> Result<()> {
+        (**self).on_batch_end(batch, ctx)
+    }
+    fn on_epoch_end(&mut self, log: &EpochLog, ctx: &mut Context) -> Result<()> {
+        (**self).on_epoch_end(log, ctx)
+    }
+    fn on_train_end(&mut self, ctx: &mut Context) -> Result<()> {
+        (**self).on_train_end(ctx)
+    }
+    fn should_stop(&self) -> bool {
+        (**self).should_stop()
+    }
+}

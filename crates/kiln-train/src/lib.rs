@@ -7,7 +7,8 @@
 //! - [`metrics`]: loss, accuracy and top-k accuracy ([`Metrics`]).
 //! - [`callbacks`]: the [`Callback`] trait and stock callbacks: [`LrSchedule`] (a kiln-optim
 //!   scheduler per step or per epoch), [`EarlyStopping`], [`GradClip`], [`CsvLogger`],
-//!   [`SvgPlot`].
+//!   [`SvgPlot`], and [`ModelCheckpoint`] (kiln-io checkpoints every N epochs or steps; resume
+//!   with [`resume`]).
 //! - [`History`]: per-epoch logs and per-step losses, as CSV and as an SVG plot.
 //!
 //! The loop itself is short (see `Trainer::fit`): writing one by hand stays easy, with the
@@ -39,6 +40,7 @@
 
 pub mod batches;
 pub mod callbacks;
+pub mod checkpoint;
 pub mod history;
 pub mod loss;
 pub mod metrics;
@@ -50,6 +52,7 @@ pub use batches::{BatchIter, Batches, IntoBatch};
 pub use callbacks::{
     BatchLog, Callback, Context, CsvLogger, EarlyStopping, Every, GradClip, LrSchedule, Monitor, OnEpochEnd, SvgPlot,
 };
+pub use checkpoint::{resume, ModelCheckpoint};
 pub use history::{EpochLog, History};
 pub use loss::Loss;
 pub use metrics::{accuracy, count_top_k, top_k_accuracy, Metrics};

@@ -8,6 +8,7 @@ use kiln_nn::{init, Forward, Linear, Module, ReLU, Sequential};
 use kiln_optim::{CosineAnnealingLR, Optimizer, Sgd, StepLR};
 use kiln_train::*;
 use std::cell::Cell;
+use std::path::PathBuf;
 
 /// Three well-separated clusters in 2-D (centres on a circle of radius 3, points within 0.5).
 fn blobs(n: usize, seed: u64) -> Result<ArrayDataset> {
@@ -327,5 +328,46 @@ fn max_steps_cuts_the_epoch_and_the_model_forward_is_unchanged_by_evaluate() -> 
     let y0 = model.forward(&x)?.to_vec_f32()?;
     evaluate(&mut model, &train)?;
     assert_eq!(model.forward(&x)?.to_vec_f32()?, y0);
+    Ok(())
+}
+
+#[test]
+fn a_run_resumed_from_an_epoch_checkpoint_matches_the_straight_run() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("kiln-train-ckpt-{}", std::process::id()));
+    let train = DataLoader::new(blobs(40, 11)?, 8)?.shuffle(true).seed(4); // 5 steps per epoch
+    let weights =
+        |m: &Sequential| -> Vec<Vec<f32>> { m.parameters().iter().map(|p| p.to_vec_f32().unwrap()).collect() };
+
+    // Straight: 3 epochs, a checkpoint after each.
+    let mut a = mlp(6);
+    let mut opt_a = kiln_optim::Adam::new(a.named_parameters(), 0.01);
+    let mut ckpts = ModelCheckpoint::every_epochs(&dir, 1);
+    Trainer::new(&mut a, &mut opt_a).epochs(3).callback(&mut ckpts).progress(Progress::Silent).fit(&train)?;
+    let files: Vec<PathBuf> = (1..=3).map(|e| ModelCheckpoint::epoch_path(&dir, e)).collect();
+    assert_eq!(ckpts.saved(), files.as_slice());
+
+    // Resumed: a differently initialised model and a fresh optimizer, from epoch 1's file.
+    let mut b = mlp(99);
+    let mut opt_b = kiln_optim::Adam::new(b.named_parameters(), 0.01);
+    let ckpt = resume(&files[0], &b, &mut opt_b)?;
+    assert_eq!((ckpt.epoch, ckpt.step), (1, 5));
+    let h = Trainer::new(&mut b, &mut opt_b)
+        .epochs(3)
+        .initial_epoch(ckpt.epoch as usize)
+        .progress(Progress::Silent)
+        .fit(&train)?;
+    assert_eq!(h.epochs.iter().map(|e| (e.epoch, e.step)).collect::<Vec<_>>(), [(2, 10), (3, 15)]);
+    assert_eq!(weights(&b), weights(&a)); // bit for bit
+
+    // Every 4 steps over 2 epochs of 5 steps: after steps 4 and 8.
+    let mut c = mlp(7);
+    let mut opt_c = Sgd::new(c.parameters(), 0.01);
+    let mut every = ModelCheckpoint::every_steps(dir.join("steps"), 4);
+    Trainer::new(&mut c, &mut opt_c).epochs(2).callback(&mut every).progress(Progress::Silent).fit(&train)?;
+    let want: Vec<PathBuf> = [4, 8].iter().map(|&s| ModelCheckpoint::step_path(dir.join("steps"), s)).collect();
+    assert_eq!(every.saved(), want.as_slice());
+    let ck = kiln_io::load_checkpoint(&want[1])?;
+    assert_eq!((ck.step, ck.epoch), (8, 1));
+    std::fs::remove_dir_all(&dir).unwrap();
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! ## This crate
 //!
 //! The facade: it re-exports the layered
-//! crates (`kiln-tensor`, `kiln-autograd`, `kiln-nn`, `kiln-optim`, `kiln-data`, `kiln-io`);
+//! crates (`kiln-tensor`, `kiln-autograd`, `kiln-nn`, `kiln-optim`, `kiln-data`, `kiln-io`, `kiln-train`);
 //! `use kiln::prelude::*` brings the everyday names into scope.
 //!
 //! With the default `mimalloc` feature, kiln installs mimalloc as the global allocator, so
@@ -16,6 +16,7 @@ pub use kiln_models as models;
 pub use kiln_nn as nn;
 pub use kiln_optim as optim;
 pub use kiln_tensor as tensor;
+pub use kiln_train as train;
 
 pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tensor};
 pub use kiln_tensor::parallel::{num_threads, set_num_threads};

@@ -37,6 +37,34 @@ fn gradcheck_conv2d() {
 }
 
 #[test]
+fn gradcheck_conv2d_padding_end_and_depthwise() {
+    // (input, weight, stride, padding before, padding after, dilation, groups): TF "SAME"
+    // paddings (one more zero after), less after than before, depthwise (direct kernels) with
+    // strides 1 and 2 and a channel multiplier, and a 1x1 kernel with padding only after.
+    type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 2], [usize; 2], [usize; 2], usize);
+    let cases: [Case; 8] = [
+        ([2, 3, 6, 6], [3, 1, 3, 3], [2, 2], [0, 0], [1, 1], [1, 1], 3),
+        ([1, 2, 7, 8], [2, 1, 5, 5], [2, 2], [2, 1], [2, 2], [1, 1], 2),
+        ([1, 2, 5, 5], [4, 1, 3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 2),
+        ([1, 3, 7, 5], [3, 1, 3, 2], [3, 2], [1, 0], [0, 1], [2, 1], 3),
+        ([1, 2, 6, 6], [3, 2, 3, 3], [2, 2], [0, 0], [1, 1], [1, 1], 1),
+        ([1, 2, 5, 6], [2, 2, 3, 3], [1, 2], [2, 1], [0, 1], [1, 1], 1),
+        ([1, 2, 3, 4], [3, 2, 1, 1], [1, 1], [0, 0], [1, 2], [1, 1], 1),
+        ([1, 2, 5, 5], [6, 1, 3, 3], [2, 2], [0, 1], [1, 0], [1, 1], 2),
+    ];
+    for (i, &(xs, ws, s, p, pe, d, g)) in cases.iter().enumerate() {
+        let seed = 50 + i as u64 * 10;
+        let o = Conv2dOptions::default().stride(s).padding(p).padding_end(pe).dilation(d).groups(g);
+        let x = uniform(&xs, -1.0, 1.0, seed + 1);
+        let w = uniform(&ws, -1.0, 1.0, seed + 2);
+        let b = uniform(&[ws[0]], -1.0, 1.0, seed + 3);
+        check_gradients(&[x.clone(), w.clone(), b], |t| conv2d(&t[0], &t[1], Some(&t[2]), &o))
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
+        check_gradients(&[x, w], |t| conv2d(&t[0], &t[1], None, &o)).unwrap_or_else(|e| panic!("case {i}: {e}"));
+    }
+}
+
+#[test]
 fn gradcheck_conv1d() {
     // (input, weight, stride, padding, dilation, groups)
     type Case = ([usize; 3], [usize; 3], usize, usize, usize, usize);
@@ -63,7 +91,7 @@ fn gradcheck_conv1d() {
 fn gradcheck_conv_transpose2d() {
     // (input, weight [Cin, Cout/g, kh, kw], stride, padding, output_padding, dilation, groups)
     type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 2], [usize; 2], [usize; 2], usize);
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
         ([1, 2, 3, 3], [2, 3, 3, 3], [1, 1], [0, 0], [0, 0], [1, 1], 1),
         ([2, 2, 3, 4], [2, 2, 3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 1),
         ([1, 4, 3, 3], [4, 1, 3, 2], [2, 3], [0, 1], [1, 2], [1, 1], 2),
@@ -71,6 +99,7 @@ fn gradcheck_conv_transpose2d() {
         ([1, 3, 3, 2], [3, 2, 1, 1], [1, 1], [0, 0], [0, 0], [1, 1], 1),
         ([1, 3, 4, 3], [3, 2, 2, 2], [1, 1], [0, 0], [1, 1], [2, 2], 3),
         ([1, 3, 3, 3], [3, 1, 3, 3], [2, 2], [1, 1], [0, 0], [1, 1], 3),
+        ([1, 3, 3, 2], [3, 2, 1, 1], [1, 1], [0, 0], [1, 1], [2, 2], 1),
     ];
     for (i, &(xs, ws, s, p, op, d, g)) in cases.iter().enumerate() {
         let seed = 200 + i as u64 * 10;

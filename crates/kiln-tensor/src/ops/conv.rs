@@ -23,7 +23,7 @@
 //! repeated runs give identical results.
 
 use super::gemm::{gemm, MatMut, MatRef, Par, PAR_MNK, SMALL_MNK};
-use super::reduce::sum_slice;
+use super::reduce::{simd_kernel, sum_slice};
 use crate::{bail, Array, DType, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -31,12 +31,19 @@ use std::mem::MaybeUninit;
 
 /// Stride, padding, dilation and groups of a [`conv2d`](Array::conv2d) (`[h, w]` each).
 /// `Default`: stride 1, padding 0, dilation 1, groups 1.
+///
+/// The padding may differ between the two ends of a dim ([`padding_end`](Self::padding_end)),
+/// as TensorFlow's "SAME" padding needs (one more zero at the bottom/right when the total is
+/// odd): the kernel reads the zeros in place, with no padded copy of the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dOptions {
     /// Step of the window, `[sh, sw]`.
     pub stride: [usize; 2],
-    /// Zeros added on both sides, `[ph, pw]`.
+    /// Zeros added before (top, left) and, unless `padding_end` is set, also after, `[ph, pw]`.
     pub padding: [usize; 2],
+    /// Zeros added after (bottom, right) when they differ from `padding`, `[ph_end, pw_end]`;
+    /// `None` (the default) pads `padding` on both sides, as PyTorch's conv2d does.
+    pub padding_end: Option<[usize; 2]>,
     /// Spacing of the kernel taps, `[dh, dw]`.
     pub dilation: [usize; 2],
     /// Number of channel groups (`Cin` and `Cout` must be divisible by it).
@@ -45,7 +52,7 @@ pub struct Conv2dOptions {
 
 impl Default for Conv2dOptions {
     fn default() -> Self {
-        Conv2dOptions { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 }
+        Conv2dOptions { stride: [1, 1], padding: [0, 0], padding_end: None, dilation: [1, 1], groups: 1 }
     }
 }
 
@@ -55,9 +62,14 @@ impl Conv2dOptions {
         self.stride = stride;
         self
     }
-    /// Sets the padding.
+    /// Sets the padding (on both sides unless [`padding_end`](Self::padding_end) is set too).
     pub fn padding(mut self, padding: [usize; 2]) -> Self {
         self.padding = padding;
+        self
+    }
+    /// Sets the padding after (bottom, right), leaving `padding` as the padding before.
+    pub fn padding_end(mut self, padding_end: [usize; 2]) -> Self {
+        self.padding_end = Some(padding_end);
         self
     }
     /// Sets the dilation.
@@ -69,6 +81,10 @@ impl Conv2dOptions {
     pub fn groups(mut self, groups: usize) -> Self {
         self.groups = groups;
         self
+    }
+    /// The padding after (bottom, right): `padding_end`, or `padding` when unset.
+    pub fn end_padding(&self) -> [usize; 2] {
+        self.padding_end.unwrap_or(self.padding)
     }
 }
 
@@ -118,6 +134,7 @@ impl Conv1dOptions {
         Conv2dOptions {
             stride: [1, self.stride],
             padding: [0, self.padding],
+            padding_end: None,
             dilation: [1, self.dilation],
             groups: self.groups,
         }
@@ -219,9 +236,17 @@ impl Geom {
     fn hw(&self) -> usize {
         self.h * self.w
     }
-    /// A 1x1 kernel with stride 1 and no padding: the input is its own im2col matrix.
+    /// A 1x1 kernel with stride 1 and no padding (the output covers the input exactly): the
+    /// input is its own im2col matrix.
     fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.ph == 0
+            && self.pw == 0
+            && self.oh == self.h
+            && self.ow == self.w
     }
     fn units(&self) -> usize {
         self.n * self.groups
@@ -245,14 +270,27 @@ fn check_positive(op: &'static str, name: &str, v: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// The geometry of a conv2d from the input and weight shapes. Errors name `op` and the shapes.
+fn geom2d(op: &'static str, x: &[usize], wt: &[usize], o: &Conv2dOptions) -> Result<Geom> {
+    conv_geom(op, x, wt, &o.stride, &o.padding, &o.end_padding(), &o.dilation, o.groups)
+}
+
+/// The geometry of a conv1d (a conv2d with `h = 1`) from the input and weight shapes.
+fn geom1d(op: &'static str, x: &[usize], wt: &[usize], o: &Conv1dOptions) -> Result<Geom> {
+    conv_geom(op, x, wt, &[o.stride], &[o.padding], &[o.padding], &[o.dilation], o.groups)
+}
+
 /// The geometry of a conv over 1 or 2 spatial dims (`stride.len()`), from the input and
-/// weight shapes; 1-d convs become 2-d ones with `h = 1`. Errors name `op` and the shapes.
+/// weight shapes, with `padding` zeros before and `padding_end` after in each dim; 1-d convs
+/// become 2-d ones with `h = 1`. Errors name `op` and the shapes.
+#[allow(clippy::too_many_arguments)]
 fn conv_geom(
     op: &'static str,
     x: &[usize],
     wt: &[usize],
     stride: &[usize],
     padding: &[usize],
+    padding_end: &[usize],
     dilation: &[usize],
     groups: usize,
 ) -> Result<Geom> {
@@ -292,11 +330,16 @@ fn conv_geom(
     for i in 0..s {
         let (len, k) = (x[2 + i], wt[2 + i]);
         let span = dilation[i] * k.saturating_sub(1) + 1;
-        let padded = len + 2 * padding[i];
+        let padded = len + padding[i] + padding_end[i];
         if k == 0 || span > padded {
+            let pads = if padding == padding_end {
+                format!("padding {padding:?}")
+            } else {
+                format!("padding {padding:?} before and {padding_end:?} after")
+            };
             bail!(
                 op,
-                "kernel size {k} (dilated: {span}) in dim {} is larger than the padded input size {padded} (input {x:?}, weight {wt:?}, padding {padding:?}, dilation {dilation:?})",
+                "kernel size {k} (dilated: {span}) in dim {} is larger than the padded input size {padded} (input {x:?}, weight {wt:?}, {pads}, dilation {dilation:?})",
                 2 + i
             );
         }
@@ -710,6 +753,9 @@ fn transpose_into(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f
 /// The conv2d forward: `out[n, g] = W_g · im2col(x[n, g]) (+ bias)`, `[n, cout, oh, ow]`,
 /// block of output rows by block.
 fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    if g.depthwise() {
+        return dw_forward(x, wt, bias, g);
+    }
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -751,6 +797,9 @@ fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
 /// The conv2d data gradient: `dx[n, g] = col2im(W_gᵀ · gout[n, g])`, `[n, cin, h, w]`, each
 /// channel starting from `bias[c]` (or zero), block of output rows by block.
 fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    if g.depthwise() {
+        return dw_grad_data(gout, wt, bias, g);
+    }
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -798,6 +847,9 @@ fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f3
 /// worth the copy once each copied element feeds enough multiply-adds) and transposed once at
 /// the end; with few rows directly (dot products of output gradient and im2col rows).
 fn grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
+    if g.depthwise() {
+        return dw_grad_weight(x, gout, g);
+    }
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -882,6 +934,268 @@ fn channel_sums(g: &[f32], n: usize, c: usize, s: usize) -> Vec<f32> {
     acc.into_iter().map(|v| v as f32).collect()
 }
 
+// ------------------------------------------------------------------------------- depthwise
+
+/// Depthwise convs (one input channel per group) with at most this many output channels per
+/// group run the direct kernels below: im2col + GEMM would multiply a `[cout/groups, kh·kw]`
+/// weight by an im2col matrix copied for every (sample, group), products far too small to pay
+/// for the copy.
+const DEPTHWISE_MAX_MULT: usize = 4;
+
+/// Below this many multiply-adds a direct depthwise kernel runs on the calling thread.
+const DW_PAR_WORK: usize = 1 << 16;
+
+impl Geom {
+    /// One input channel per group and few output channels per group: the direct kernels.
+    fn depthwise(&self) -> bool {
+        self.cin_g() == 1 && self.cout_g() <= DEPTHWISE_MAX_MULT
+    }
+    /// Multiply-adds of one output plane (at most; taps in the padding are skipped).
+    fn plane_work(&self) -> usize {
+        (self.kh * self.kw * self.p()).max(1)
+    }
+}
+
+/// Where the kernel taps of a direct depthwise conv read: input rows are read "phased", the
+/// columns `r, r + sw, r + 2·sw, ...` of each phase `r < sw` stored together, so that every
+/// tap reads one contiguous run (with stride 1 a phased row is the row itself).
+struct DwTaps {
+    /// Per kernel column: the output columns `lo..hi` whose input column lies inside the
+    /// input, and where, in a phased input row, the input of output column `lo` is.
+    cols: Vec<(usize, usize, usize)>,
+    /// Length of one phase, `⌈w/sw⌉`.
+    phase: usize,
+    /// Length of a phased row, `sw·phase`.
+    row: usize,
+}
+
+impl DwTaps {
+    fn new(g: &Geom) -> DwTaps {
+        let phase = g.w.div_ceil(g.sw);
+        let cols = (0..g.kw)
+            .map(|kj| {
+                let woff = (kj * g.dw) as isize - g.pw as isize;
+                let (lo, hi) = valid_range(g.ow, g.sw, woff, g.w);
+                let c0 = if hi > lo { ((lo * g.sw) as isize + woff) as usize } else { 0 };
+                (lo, hi, (c0 % g.sw) * phase + c0 / g.sw)
+            })
+            .collect();
+        DwTaps { cols, phase, row: phase * g.sw }
+    }
+
+    /// The input row that output row `o` reads through kernel row `ki`, unless in the padding.
+    #[inline(always)]
+    fn in_row(g: &Geom, o: usize, ki: usize) -> Option<usize> {
+        let ih = (o * g.sh + ki * g.dh) as isize - g.ph as isize;
+        (ih >= 0 && (ih as usize) < g.h).then_some(ih as usize)
+    }
+
+    /// Writes the phased copy of the input plane `x` (`[h, w]`) into `dst` (`[h, row]`; the
+    /// slots past the end of a short phase are left as they are, and never read).
+    fn phase_plane(&self, g: &Geom, x: &[f32], dst: &mut [f32]) {
+        for (src, d) in x.chunks_exact(g.w.max(1)).zip(dst.chunks_exact_mut(self.row.max(1))) {
+            for (r, dp) in d.chunks_exact_mut(self.phase.max(1)).enumerate() {
+                for (o, &v) in dp.iter_mut().zip(src[r.min(src.len())..].iter().step_by(g.sw)) {
+                    *o = v;
+                }
+            }
+        }
+    }
+
+    /// `dx = base + acc` with `acc` phased (`[h, row]`), `dx` the plane `[h, w]`.
+    fn unphase_plane(&self, g: &Geom, acc: &[f32], base: f32, dx: &mut [f32]) {
+        for (d, src) in dx.chunks_exact_mut(g.w.max(1)).zip(acc.chunks_exact(self.row.max(1))) {
+            let len = d.len();
+            for (r, sp) in src.chunks_exact(self.phase.max(1)).enumerate() {
+                for (o, &v) in d[r.min(len)..].iter_mut().step_by(g.sw).zip(sp) {
+                    *o = base + v;
+                }
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// One output plane of a direct depthwise conv: `out` (`[oh, ow]`) `= bias + Σ taps·x`,
+    /// `src` the phased input plane, `taps` the `[kh, kw]` weights.
+    fn dw_plane_forward(out: &mut [f32], src: &[f32], taps: &[f32], bias: f32, g: &Geom, t: &DwTaps) {
+        for (o, row) in out.chunks_exact_mut(g.ow).enumerate() {
+            row.fill(bias);
+            for ki in 0..g.kh {
+                let Some(ih) = DwTaps::in_row(g, o, ki) else { continue };
+                let src_row = &src[ih * t.row..][..t.row];
+                for (&(lo, hi, off), &wv) in t.cols.iter().zip(&taps[ki * g.kw..][..g.kw]) {
+                    for (d, &s) in row[lo..hi].iter_mut().zip(&src_row[off..]) {
+                        *d += wv * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// The adjoint of [`dw_plane_forward`]: adds `Σ taps·gout` into the phased input-gradient
+    /// plane `acc` (`[h, row]`).
+    fn dw_plane_grad_data(acc: &mut [f32], gout: &[f32], taps: &[f32], g: &Geom, t: &DwTaps) {
+        for (o, grow) in gout.chunks_exact(g.ow).enumerate() {
+            for ki in 0..g.kh {
+                let Some(ih) = DwTaps::in_row(g, o, ki) else { continue };
+                let arow = &mut acc[ih * t.row..][..t.row];
+                for (&(lo, hi, off), &wv) in t.cols.iter().zip(&taps[ki * g.kw..][..g.kw]) {
+                    for (d, &s) in arow[off..].iter_mut().zip(&grow[lo..hi]) {
+                        *d += wv * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// The weight gradient of one output plane, per output column: `acc[tap][c] +=
+    /// gout[o, c]·x[input of (o, c) through tap]` (`acc` is `[kh·kw, ow]`; summing each row
+    /// gives the gradient of that tap). Elementwise, so the loops vectorize.
+    fn dw_plane_grad_weight(acc: &mut [f32], src: &[f32], gout: &[f32], g: &Geom, t: &DwTaps) {
+        for (o, grow) in gout.chunks_exact(g.ow).enumerate() {
+            for ki in 0..g.kh {
+                let Some(ih) = DwTaps::in_row(g, o, ki) else { continue };
+                let src_row = &src[ih * t.row..][..t.row];
+                for (kj, &(lo, hi, off)) in t.cols.iter().enumerate() {
+                    let arow = &mut acc[(ki * g.kw + kj) * g.ow..][..g.ow];
+                    for ((a, &gv), &s) in arow[lo..hi].iter_mut().zip(&grow[lo..hi]).zip(&src_row[off..]) {
+                        *a += gv * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `run(first, chunk)` over the `units` chunks of `unit_len` elements of `out`, in
+/// parallel runs of units when the work (`unit_work` multiply-adds each) is large enough.
+fn dw_par_units<T: Send>(
+    out: &mut [T],
+    units: usize,
+    unit_len: usize,
+    unit_work: usize,
+    run: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || units <= 1 || units.saturating_mul(unit_work) < DW_PAR_WORK || unit_len == 0 {
+        run(0, out);
+        return;
+    }
+    let per = units.div_ceil(units.min(4 * threads));
+    out.par_chunks_mut(per * unit_len).enumerate().for_each(|(t, c)| run(t * per, c));
+}
+
+/// The direct depthwise forward: every output plane `(n, oc)` from input plane
+/// `(n, oc / cout_g)`.
+fn dw_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
+    let t = DwTaps::new(g);
+    let phased = g.sw > 1;
+    let units = g.n * g.cout;
+    let mut out = Vec::<f32>::with_capacity(units * p);
+    let spare = &mut out.spare_capacity_mut()[..units * p];
+    dw_par_units(spare, units, p, g.plane_work(), |u0, chunk| {
+        with_scratch(if phased { g.h * t.row } else { 0 }, |scratch| {
+            let mut last_in = usize::MAX;
+            for (i, o) in chunk.chunks_exact_mut(p.max(1)).enumerate() {
+                let u = u0 + i;
+                let oc = u % g.cout;
+                let xi = (u / g.cout) * g.cin + oc / cout_g;
+                let xin = &x[xi * hw..][..hw];
+                let src = if phased {
+                    if xi != last_in {
+                        t.phase_plane(g, xin, scratch);
+                        last_in = xi;
+                    }
+                    &*scratch
+                } else {
+                    xin
+                };
+                let o = fill_uninit(o, 0.0);
+                dw_plane_forward(o, src, &wt[oc * kk..][..kk], bias.map_or(0.0, |b| b[oc]), g, &t);
+            }
+        })
+    });
+    // SAFETY: the chunks tile the output and every plane was filled.
+    unsafe { out.set_len(units * p) };
+    out
+}
+
+/// The direct depthwise data gradient: every input plane `(n, c)` gathers the output
+/// gradients of its `cout_g` output channels, starting from `bias[c]` (or zero).
+fn dw_grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
+    let t = DwTaps::new(g);
+    let phased = g.sw > 1;
+    let units = g.n * g.cin;
+    let mut dx = vec![0f32; units * hw];
+    dw_par_units(&mut dx, units, hw, cout_g * g.plane_work(), |u0, chunk| {
+        with_scratch(if phased { g.h * t.row } else { 0 }, |scratch| {
+            for (i, d) in chunk.chunks_exact_mut(hw.max(1)).enumerate() {
+                let u = u0 + i;
+                let (n, c) = (u / g.cin, u % g.cin);
+                let base = bias.map_or(0.0, |b| b[c]);
+                let acc: &mut [f32] = if phased {
+                    scratch.fill(0.0);
+                    scratch
+                } else {
+                    d.fill(base);
+                    d
+                };
+                for oc in c * cout_g..(c + 1) * cout_g {
+                    dw_plane_grad_data(acc, &gout[(n * g.cout + oc) * p..][..p], &wt[oc * kk..][..kk], g, &t);
+                }
+                if phased {
+                    t.unphase_plane(g, scratch, base, d);
+                }
+            }
+        })
+    });
+    dx
+}
+
+/// The direct depthwise weight gradient, output channel by output channel, summed over the
+/// batch (per-column partial sums in f32 within a sample, added in f64 across samples).
+fn dw_grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
+    let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
+    let t = DwTaps::new(g);
+    let phased = g.sw > 1;
+    let mut dw = vec![0f32; g.cout * kk];
+    dw_par_units(&mut dw, g.cout, kk, g.n * g.plane_work(), |oc0, chunk| {
+        let src_len = if phased { g.h * t.row } else { 0 };
+        with_scratch(src_len + kk * g.ow, |scratch| {
+            let (src_buf, acc) = scratch.split_at_mut(src_len);
+            for (i, dwo) in chunk.chunks_exact_mut(kk.max(1)).enumerate() {
+                let oc = oc0 + i;
+                let mut total = vec![0f64; kk];
+                for n in 0..g.n {
+                    let xin = &x[(n * g.cin + oc / cout_g) * hw..][..hw];
+                    let src = if phased {
+                        t.phase_plane(g, xin, src_buf);
+                        &*src_buf
+                    } else {
+                        xin
+                    };
+                    acc.fill(0.0);
+                    dw_plane_grad_weight(acc, src, &gout[(n * g.cout + oc) * p..][..p], g, &t);
+                    for (tot, row) in total.iter_mut().zip(acc.chunks_exact(g.ow.max(1))) {
+                        *tot += sum_slice(row) as f64;
+                    }
+                }
+                for (d, &v) in dwo.iter_mut().zip(&total) {
+                    *d = v as f32;
+                }
+            }
+        })
+    });
+    dw
+}
+
 // ------------------------------------------------------------------------------- Array API
 
 impl Array {
@@ -899,7 +1213,7 @@ impl Array {
     /// ```
     pub fn conv2d(&self, weight: &Array, bias: Option<&Array>, opts: &Conv2dOptions) -> Result<Array> {
         let op = "conv2d";
-        let g = conv_geom(op, self.shape(), weight.shape(), &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        let g = geom2d(op, self.shape(), weight.shape(), opts)?;
         conv_forward(op, self, weight, bias, &g)
     }
 
@@ -912,7 +1226,7 @@ impl Array {
         opts: &Conv2dOptions,
     ) -> Result<Array> {
         let op = "conv2d_backward";
-        let g = conv_geom(op, input_shape, weight.shape(), &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        let g = geom2d(op, input_shape, weight.shape(), opts)?;
         conv_grad_input(op, grad_out, weight, None, &g, input_shape)
     }
 
@@ -925,7 +1239,7 @@ impl Array {
         opts: &Conv2dOptions,
     ) -> Result<Array> {
         let op = "conv2d_backward";
-        let g = conv_geom(op, input.shape(), weight_shape, &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        let g = geom2d(op, input.shape(), weight_shape, opts)?;
         conv_grad_weight(op, grad_out, input, &g, weight_shape)
     }
 
@@ -946,15 +1260,7 @@ impl Array {
     /// `Lout = ⌊(L + 2p − d(K − 1) − 1)/s⌋ + 1`.
     pub fn conv1d(&self, weight: &Array, bias: Option<&Array>, opts: &Conv1dOptions) -> Result<Array> {
         let op = "conv1d";
-        let g = conv_geom(
-            op,
-            self.shape(),
-            weight.shape(),
-            &[opts.stride],
-            &[opts.padding],
-            &[opts.dilation],
-            opts.groups,
-        )?;
+        let g = geom1d(op, self.shape(), weight.shape(), opts)?;
         let out = conv_forward(op, self, weight, bias, &g)?;
         out.reshape_to(&[g.n, g.cout, g.ow])
     }
@@ -967,8 +1273,7 @@ impl Array {
         opts: &Conv1dOptions,
     ) -> Result<Array> {
         let op = "conv1d_backward";
-        let g =
-            conv_geom(op, input_shape, weight.shape(), &[opts.stride], &[opts.padding], &[opts.dilation], opts.groups)?;
+        let g = geom1d(op, input_shape, weight.shape(), opts)?;
         let o = opts.to_2d();
         let w4 = weight.reshape_to(&g.weight_shape())?;
         let go = grad_out_4d(op, grad_out, &g, &[g.n, g.cout, g.ow])?;
@@ -983,8 +1288,7 @@ impl Array {
         opts: &Conv1dOptions,
     ) -> Result<Array> {
         let op = "conv1d_backward";
-        let g =
-            conv_geom(op, input.shape(), weight_shape, &[opts.stride], &[opts.padding], &[opts.dilation], opts.groups)?;
+        let g = geom1d(op, input.shape(), weight_shape, opts)?;
         let o = opts.to_2d();
         let x4 = input.reshape_to(&g.input_shape())?;
         let go = grad_out_4d(op, grad_out, &g, &[g.n, g.cout, g.ow])?;

@@ -750,12 +750,19 @@ fn transpose_into(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f
 
 // ------------------------------------------------------------------------------- kernels
 
-/// The conv2d forward: `out[n, g] = W_g · im2col(x[n, g]) (+ bias)`, `[n, cout, oh, ow]`,
-/// block of output rows by block.
+/// The conv2d forward, `[n, cout, oh, ow]`: the direct kernels for depthwise convs, im2col
+/// and GEMMs otherwise.
 fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     if g.depthwise() {
-        return dw_forward(x, wt, bias, g);
+        dw_forward(x, wt, bias, g)
+    } else {
+        im2col_forward(x, wt, bias, g)
     }
+}
+
+/// The conv2d forward through im2col: `out[n, g] = W_g · im2col(x[n, g]) (+ bias)`, block of
+/// output rows by block.
+fn im2col_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -794,12 +801,19 @@ fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     })
 }
 
-/// The conv2d data gradient: `dx[n, g] = col2im(W_gᵀ · gout[n, g])`, `[n, cin, h, w]`, each
-/// channel starting from `bias[c]` (or zero), block of output rows by block.
+/// The conv2d data gradient, `[n, cin, h, w]`, each channel starting from `bias[c]` (or
+/// zero): the direct kernels for depthwise convs, im2col and GEMMs otherwise.
 fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     if g.depthwise() {
-        return dw_grad_data(gout, wt, bias, g);
+        dw_grad_data(gout, wt, bias, g)
+    } else {
+        im2col_grad_data(gout, wt, bias, g)
     }
+}
+
+/// The conv2d data gradient through col2im: `dx[n, g] = col2im(W_gᵀ · gout[n, g])`, block of
+/// output rows by block.
+fn im2col_grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -841,15 +855,22 @@ fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f3
     })
 }
 
+/// The conv2d weight gradient `[cout, cin/groups, kh, kw]`: the direct kernels for depthwise
+/// convs, im2col and GEMMs otherwise.
+fn grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
+    if g.depthwise() {
+        dw_grad_weight(x, gout, g)
+    } else {
+        im2col_grad_weight(x, gout, g)
+    }
+}
+
 /// The conv2d weight gradient `dW_g = Σ_n gout[n, g] · im2col(x[n, g])ᵀ`, `[cout, k]`. With
 /// many im2col rows it is accumulated transposed (`dW_gᵀ += im2col block · gout blockᵀ`, B a
 /// small transposed copy of the output gradient block: the layout kiln's unpacked kernel takes,
 /// worth the copy once each copied element feeds enough multiply-adds) and transposed once at
 /// the end; with few rows directly (dot products of output gradient and im2col rows).
-fn grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
-    if g.depthwise() {
-        return dw_grad_weight(x, gout, g);
-    }
+fn im2col_grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -956,116 +977,186 @@ impl Geom {
     }
 }
 
-/// Where the kernel taps of a direct depthwise conv read: input rows are read "phased", the
-/// columns `r, r + sw, r + 2·sw, ...` of each phase `r < sw` stored together, so that every
-/// tap reads one contiguous run (with stride 1 a phased row is the row itself).
-struct DwTaps {
-    /// Per kernel column: the output columns `lo..hi` whose input column lies inside the
-    /// input, and where, in a phased input row, the input of output column `lo` is.
-    cols: Vec<(usize, usize, usize)>,
-    /// Length of one phase, `⌈w/sw⌉`.
-    phase: usize,
-    /// Length of a phased row, `sw·phase`.
-    row: usize,
+/// How the direct depthwise kernels lay out one input plane: zero-padded and split into its
+/// `sh·sw` stride phases (phase `(r, c)` holds the padded positions `(i·sh + r, j·sw + c)`),
+/// each `hq x wq`. Through kernel tap `(ki, kj)` every output position `(o, j)` then reads the
+/// element `(o + ro, j + co)` of one phase, so over a "wide" output of `oh` rows of `wq`
+/// columns (the columns past `ow` are scratch) each tap is ONE contiguous multiply-add of
+/// `oh·wq` elements, whatever the stride, dilation and padding: long vectorized loops even
+/// for the 7x7 and 4x4 maps at the end of a network.
+struct DwPlan {
+    wq: usize,
+    /// Elements of one phase: `hq·wq`, plus slack read by the scratch columns of the last rows.
+    phase_len: usize,
+    /// Per tap `(ki, kj)`, row-major: where its run starts in the phased plane.
+    taps: Vec<usize>,
+    /// The runs of input elements inside the phases, `(dst, src, len)`: the phased elements
+    /// `dst..dst + len` are the input elements `src, src + sw, ...` (of a `[h, w]` plane). The
+    /// same for every plane of a geometry; the rest of the phased plane is padding.
+    runs: Vec<(usize, usize, usize)>,
 }
 
-impl DwTaps {
-    fn new(g: &Geom) -> DwTaps {
-        let phase = g.w.div_ceil(g.sw);
-        let cols = (0..g.kw)
-            .map(|kj| {
-                let woff = (kj * g.dw) as isize - g.pw as isize;
-                let (lo, hi) = valid_range(g.ow, g.sw, woff, g.w);
-                let c0 = if hi > lo { ((lo * g.sw) as isize + woff) as usize } else { 0 };
-                (lo, hi, (c0 % g.sw) * phase + c0 / g.sw)
+/// Output positions computed together by [`dw_taps_forward`], in registers across the taps.
+const DW_BLOCK: usize = 32;
+
+impl DwPlan {
+    fn new(g: &Geom) -> DwPlan {
+        let (rmax, cmax) = ((g.kh - 1) * g.dh / g.sh, (g.kw - 1) * g.dw / g.sw);
+        let (hq, wq) = (g.oh + rmax, g.ow + cmax);
+        let phase_len = hq * wq + cmax;
+        let taps = (0..g.kh * g.kw)
+            .map(|t| {
+                let (r, c) = ((t / g.kw) * g.dh, (t % g.kw) * g.dw);
+                let phase = (r % g.sh) * g.sw + c % g.sw;
+                phase * phase_len + (r / g.sh) * wq + c / g.sw
             })
             .collect();
-        DwTaps { cols, phase, row: phase * g.sw }
+        let mut runs = Vec::new();
+        for rp in 0..g.sh {
+            let hoff = rp as isize - g.ph as isize;
+            let (ilo, ihi) = valid_range(hq, g.sh, hoff, g.h);
+            for cp in 0..g.sw {
+                let woff = cp as isize - g.pw as isize;
+                let (jlo, jhi) = valid_range(wq, g.sw, woff, g.w);
+                if jhi <= jlo {
+                    continue;
+                }
+                let base = (rp * g.sw + cp) * phase_len;
+                let iw = ((jlo * g.sw) as isize + woff) as usize;
+                for i in ilo..ihi {
+                    let ih = ((i * g.sh) as isize + hoff) as usize;
+                    runs.push((base + i * wq + jlo, ih * g.w + iw, jhi - jlo));
+                }
+            }
+        }
+        DwPlan { wq, phase_len, taps, runs }
     }
 
-    /// The input row that output row `o` reads through kernel row `ki`, unless in the padding.
-    #[inline(always)]
-    fn in_row(g: &Geom, o: usize, ki: usize) -> Option<usize> {
-        let ih = (o * g.sh + ki * g.dh) as isize - g.ph as isize;
-        (ih >= 0 && (ih as usize) < g.h).then_some(ih as usize)
+    /// Elements of the phased plane, plus slack for the blocks of [`dw_taps_forward`] that
+    /// run past the wide output.
+    fn len(&self, g: &Geom) -> usize {
+        g.sh * g.sw * self.phase_len + DW_BLOCK
     }
 
-    /// Writes the phased copy of the input plane `x` (`[h, w]`) into `dst` (`[h, row]`; the
-    /// slots past the end of a short phase are left as they are, and never read).
-    fn phase_plane(&self, g: &Geom, x: &[f32], dst: &mut [f32]) {
-        for (src, d) in x.chunks_exact(g.w.max(1)).zip(dst.chunks_exact_mut(self.row.max(1))) {
-            for (r, dp) in d.chunks_exact_mut(self.phase.max(1)).enumerate() {
-                for (o, &v) in dp.iter_mut().zip(src[r.min(src.len())..].iter().step_by(g.sw)) {
-                    *o = v;
+    /// Elements of the wide output.
+    fn wide(&self, g: &Geom) -> usize {
+        g.oh * self.wq
+    }
+
+    /// Copies the input plane `x` into the phased plane `dst`, whose padding must already be
+    /// zero (it is never written, so zeroing a buffer once serves every plane).
+    fn phase_pad(&self, g: &Geom, x: &[f32], dst: &mut [f32]) {
+        match g.sw {
+            1 => {
+                for &(d, s, n) in &self.runs {
+                    copy_row(&mut dst[d..d + n], &x[s..s + n]);
+                }
+            }
+            2 => {
+                for &(d, s, n) in &self.runs {
+                    // Pairs while they fit (a constant group size vectorizes), then the last.
+                    let whole = n.min((x.len() - s) / 2);
+                    let dst = &mut dst[d..d + n];
+                    for (o, pair) in dst[..whole].iter_mut().zip(x[s..s + 2 * whole].chunks_exact(2)) {
+                        *o = pair[0];
+                    }
+                    if whole < n {
+                        dst[n - 1] = x[s + 2 * (n - 1)];
+                    }
+                }
+            }
+            sw => {
+                for &(d, s, n) in &self.runs {
+                    for (k, o) in dst[d..d + n].iter_mut().enumerate() {
+                        *o = x[s + k * sw];
+                    }
                 }
             }
         }
     }
 
-    /// `dx = base + acc` with `acc` phased (`[h, row]`), `dx` the plane `[h, w]`.
-    fn unphase_plane(&self, g: &Geom, acc: &[f32], base: f32, dx: &mut [f32]) {
-        for (d, src) in dx.chunks_exact_mut(g.w.max(1)).zip(acc.chunks_exact(self.row.max(1))) {
-            let len = d.len();
-            for (r, sp) in src.chunks_exact(self.phase.max(1)).enumerate() {
-                for (o, &v) in d[r.min(len)..].iter_mut().step_by(g.sw).zip(sp) {
-                    *o = base + v;
+    /// Adds the phased plane `src` (its input positions; the padding is dropped) into `dx`.
+    fn unphase_add(&self, g: &Geom, src: &[f32], dx: &mut [f32]) {
+        for &(d, s, n) in &self.runs {
+            let dst = &mut dx[s..s + g.sw * (n - 1) + 1];
+            for (k, &v) in src[d..d + n].iter().enumerate() {
+                dst[k * g.sw] += v;
+            }
+        }
+    }
+
+    /// Writes the output gradient plane `gout` (`[oh, ow]`) into the wide plane `wide`, whose
+    /// scratch columns must be zero (they are never written).
+    fn widen(&self, g: &Geom, gout: &[f32], wide: &mut [f32]) {
+        for (w, s) in wide.chunks_exact_mut(self.wq).zip(gout.chunks_exact(g.ow)) {
+            w[..g.ow].copy_from_slice(s);
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, inlined for the short rows of small feature maps (where a call
+/// to `memcpy` costs more than the copy): two overlapping fixed-size copies.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let n = src.len();
+    match n {
+        0..4 => dst[..n].copy_from_slice(src),
+        4..8 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..n].copy_from_slice(&src[n - 16..]);
+        }
+        _ => dst[..n].copy_from_slice(src),
+    }
+}
+
+simd_kernel! {
+    /// `acc = bias + Σ_t wts[t]·phased[taps[t]..]`: one output plane of a direct depthwise conv,
+    /// wide (`acc` a whole number of [`DW_BLOCK`]s, `phased` readable that far past every
+    /// tap). Each block of outputs stays in registers across all the taps.
+    fn dw_taps_forward(acc: &mut [f32], phased: &[f32], taps: &[usize], wts: &[f32], bias: f32) {
+        for (q, blk) in acc.chunks_exact_mut(DW_BLOCK).enumerate() {
+            let mut a = [bias; DW_BLOCK];
+            for (&t, &w) in taps.iter().zip(wts) {
+                let src: &[f32; DW_BLOCK] = phased[t + q * DW_BLOCK..][..DW_BLOCK].try_into().expect("a block");
+                for i in 0..DW_BLOCK {
+                    a[i] += w * src[i];
                 }
+            }
+            blk.copy_from_slice(&a);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `phased[taps[t]..] += wts[t]·gwide` for every tap: the adjoint of [`dw_taps_forward`].
+    fn dw_taps_adjoint(phased: &mut [f32], gwide: &[f32], taps: &[usize], wts: &[f32]) {
+        let n = gwide.len();
+        for (&t, &w) in taps.iter().zip(wts) {
+            for (a, &v) in phased[t..t + n].iter_mut().zip(gwide) {
+                *a += w * v;
             }
         }
     }
 }
 
 simd_kernel! {
-    /// One output plane of a direct depthwise conv: `out` (`[oh, ow]`) `= bias + Σ taps·x`,
-    /// `src` the phased input plane, `taps` the `[kh, kw]` weights.
-    fn dw_plane_forward(out: &mut [f32], src: &[f32], taps: &[f32], bias: f32, g: &Geom, t: &DwTaps) {
-        for (o, row) in out.chunks_exact_mut(g.ow).enumerate() {
-            row.fill(bias);
-            for ki in 0..g.kh {
-                let Some(ih) = DwTaps::in_row(g, o, ki) else { continue };
-                let src_row = &src[ih * t.row..][..t.row];
-                for (&(lo, hi, off), &wv) in t.cols.iter().zip(&taps[ki * g.kw..][..g.kw]) {
-                    for (d, &s) in row[lo..hi].iter_mut().zip(&src_row[off..]) {
-                        *d += wv * s;
-                    }
-                }
-            }
-        }
-    }
-}
-
-simd_kernel! {
-    /// The adjoint of [`dw_plane_forward`]: adds `Σ taps·gout` into the phased input-gradient
-    /// plane `acc` (`[h, row]`).
-    fn dw_plane_grad_data(acc: &mut [f32], gout: &[f32], taps: &[f32], g: &Geom, t: &DwTaps) {
-        for (o, grow) in gout.chunks_exact(g.ow).enumerate() {
-            for ki in 0..g.kh {
-                let Some(ih) = DwTaps::in_row(g, o, ki) else { continue };
-                let arow = &mut acc[ih * t.row..][..t.row];
-                for (&(lo, hi, off), &wv) in t.cols.iter().zip(&taps[ki * g.kw..][..g.kw]) {
-                    for (d, &s) in arow[off..].iter_mut().zip(&grow[lo..hi]) {
-                        *d += wv * s;
-                    }
-                }
-            }
-        }
-    }
-}
-
-simd_kernel! {
-    /// The weight gradient of one output plane, per output column: `acc[tap][c] +=
-    /// gout[o, c]·x[input of (o, c) through tap]` (`acc` is `[kh·kw, ow]`; summing each row
-    /// gives the gradient of that tap). Elementwise, so the loops vectorize.
-    fn dw_plane_grad_weight(acc: &mut [f32], src: &[f32], gout: &[f32], g: &Geom, t: &DwTaps) {
-        for (o, grow) in gout.chunks_exact(g.ow).enumerate() {
-            for ki in 0..g.kh {
-                let Some(ih) = DwTaps::in_row(g, o, ki) else { continue };
-                let src_row = &src[ih * t.row..][..t.row];
-                for (kj, &(lo, hi, off)) in t.cols.iter().enumerate() {
-                    let arow = &mut acc[(ki * g.kw + kj) * g.ow..][..g.ow];
-                    for ((a, &gv), &s) in arow[lo..hi].iter_mut().zip(&grow[lo..hi]).zip(&src_row[off..]) {
-                        *a += gv * s;
-                    }
+    /// `part[t][i] += gwide[b + i]·phased[taps[t] + b + i]` over the blocks `b` of `gwide` (a
+    /// whole number of [`DW_BLOCK`]s, zero past the wide output): lane sums of the weight
+    /// gradient of every tap, `part` being `[taps, DW_BLOCK]`.
+    fn dw_taps_weight(part: &mut [f32], gwide: &[f32], phased: &[f32], taps: &[usize]) {
+        for (q, gb) in gwide.chunks_exact(DW_BLOCK).enumerate() {
+            for (pt, &t) in part.chunks_exact_mut(DW_BLOCK).zip(taps) {
+                let src = &phased[t + q * DW_BLOCK..][..DW_BLOCK];
+                for i in 0..DW_BLOCK {
+                    pt[i] += gb[i] * src[i];
                 }
             }
         }
@@ -1082,7 +1173,7 @@ fn dw_par_units<T: Send>(
     run: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let threads = rayon::current_num_threads();
-    if threads <= 1 || units <= 1 || units.saturating_mul(unit_work) < DW_PAR_WORK || unit_len == 0 {
+    if threads <= 1 || units <= 1 || unit_len == 0 || units.saturating_mul(unit_work) < DW_PAR_WORK {
         run(0, out);
         return;
     }
@@ -1094,34 +1185,35 @@ fn dw_par_units<T: Send>(
 /// `(n, oc / cout_g)`.
 fn dw_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
-    let t = DwTaps::new(g);
-    let phased = g.sw > 1;
+    let plan = DwPlan::new(g);
+    let (plen, wide) = (plan.len(g), plan.wide(g));
     let units = g.n * g.cout;
     let mut out = Vec::<f32>::with_capacity(units * p);
     let spare = &mut out.spare_capacity_mut()[..units * p];
+    let wide_blocks = wide.next_multiple_of(DW_BLOCK);
     dw_par_units(spare, units, p, g.plane_work(), |u0, chunk| {
-        with_scratch(if phased { g.h * t.row } else { 0 }, |scratch| {
+        with_scratch(plen + wide_blocks, |scratch| {
+            let (phased, acc) = scratch.split_at_mut(plen);
+            phased.fill(0.0);
             let mut last_in = usize::MAX;
             for (i, o) in chunk.chunks_exact_mut(p.max(1)).enumerate() {
                 let u = u0 + i;
                 let oc = u % g.cout;
                 let xi = (u / g.cout) * g.cin + oc / cout_g;
-                let xin = &x[xi * hw..][..hw];
-                let src = if phased {
-                    if xi != last_in {
-                        t.phase_plane(g, xin, scratch);
-                        last_in = xi;
-                    }
-                    &*scratch
-                } else {
-                    xin
-                };
-                let o = fill_uninit(o, 0.0);
-                dw_plane_forward(o, src, &wt[oc * kk..][..kk], bias.map_or(0.0, |b| b[oc]), g, &t);
+                if xi != last_in {
+                    plan.phase_pad(g, &x[xi * hw..][..hw], phased);
+                    last_in = xi;
+                }
+                dw_taps_forward(acc, phased, &plan.taps, &wt[oc * kk..][..kk], bias.map_or(0.0, |b| b[oc]));
+                // SAFETY: f32 and MaybeUninit<f32> have the same layout.
+                let acc = unsafe { &*(&acc[..] as *const [f32] as *const [MaybeUninit<f32>]) };
+                for (orow, arow) in o.chunks_exact_mut(g.ow).zip(acc.chunks_exact(plan.wq)) {
+                    orow.copy_from_slice(&arow[..g.ow]);
+                }
             }
         })
     });
-    // SAFETY: the chunks tile the output and every plane was filled.
+    // SAFETY: the chunks tile the output and every plane was written row by row.
     unsafe { out.set_len(units * p) };
     out
 }
@@ -1130,61 +1222,55 @@ fn dw_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32>
 /// gradients of its `cout_g` output channels, starting from `bias[c]` (or zero).
 fn dw_grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
-    let t = DwTaps::new(g);
-    let phased = g.sw > 1;
+    let plan = DwPlan::new(g);
+    let (plen, wide) = (plan.len(g), plan.wide(g));
     let units = g.n * g.cin;
     let mut dx = vec![0f32; units * hw];
     dw_par_units(&mut dx, units, hw, cout_g * g.plane_work(), |u0, chunk| {
-        with_scratch(if phased { g.h * t.row } else { 0 }, |scratch| {
+        with_scratch(plen + wide, |scratch| {
+            let (dphased, gwide) = scratch.split_at_mut(plen);
+            gwide.fill(0.0);
             for (i, d) in chunk.chunks_exact_mut(hw.max(1)).enumerate() {
-                let u = u0 + i;
-                let (n, c) = (u / g.cin, u % g.cin);
-                let base = bias.map_or(0.0, |b| b[c]);
-                let acc: &mut [f32] = if phased {
-                    scratch.fill(0.0);
-                    scratch
-                } else {
-                    d.fill(base);
-                    d
-                };
+                let (n, c) = ((u0 + i) / g.cin, (u0 + i) % g.cin);
+                dphased.fill(0.0);
                 for oc in c * cout_g..(c + 1) * cout_g {
-                    dw_plane_grad_data(acc, &gout[(n * g.cout + oc) * p..][..p], &wt[oc * kk..][..kk], g, &t);
+                    plan.widen(g, &gout[(n * g.cout + oc) * p..][..p], gwide);
+                    dw_taps_adjoint(dphased, gwide, &plan.taps, &wt[oc * kk..][..kk]);
                 }
-                if phased {
-                    t.unphase_plane(g, scratch, base, d);
-                }
+                d.fill(bias.map_or(0.0, |b| b[c]));
+                plan.unphase_add(g, dphased, d);
             }
         })
     });
     dx
 }
 
-/// The direct depthwise weight gradient, output channel by output channel, summed over the
-/// batch (per-column partial sums in f32 within a sample, added in f64 across samples).
+/// The direct depthwise weight gradient, output channel by output channel: per tap, the dot
+/// product of the wide output gradient (zero in the scratch columns) with the tap's run of
+/// the phased input, in f32 lanes per sample, summed over the batch in f64.
 fn dw_grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
     let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
-    let t = DwTaps::new(g);
-    let phased = g.sw > 1;
+    let plan = DwPlan::new(g);
+    let (plen, wide) = (plan.len(g), plan.wide(g));
+    let wide_blocks = wide.next_multiple_of(DW_BLOCK);
     let mut dw = vec![0f32; g.cout * kk];
     dw_par_units(&mut dw, g.cout, kk, g.n * g.plane_work(), |oc0, chunk| {
-        let src_len = if phased { g.h * t.row } else { 0 };
-        with_scratch(src_len + kk * g.ow, |scratch| {
-            let (src_buf, acc) = scratch.split_at_mut(src_len);
-            for (i, dwo) in chunk.chunks_exact_mut(kk.max(1)).enumerate() {
+        with_scratch(plen + wide_blocks + kk * DW_BLOCK, |scratch| {
+            let (phased, rest) = scratch.split_at_mut(plen);
+            let (gwide, part) = rest.split_at_mut(wide_blocks);
+            phased.fill(0.0);
+            gwide.fill(0.0);
+            let mut total = vec![0f64; kk];
+            for (i, dwo) in chunk.chunks_exact_mut(kk).enumerate() {
                 let oc = oc0 + i;
-                let mut total = vec![0f64; kk];
+                total.fill(0.0);
                 for n in 0..g.n {
-                    let xin = &x[(n * g.cin + oc / cout_g) * hw..][..hw];
-                    let src = if phased {
-                        t.phase_plane(g, xin, src_buf);
-                        &*src_buf
-                    } else {
-                        xin
-                    };
-                    acc.fill(0.0);
-                    dw_plane_grad_weight(acc, src, &gout[(n * g.cout + oc) * p..][..p], g, &t);
-                    for (tot, row) in total.iter_mut().zip(acc.chunks_exact(g.ow.max(1))) {
-                        *tot += sum_slice(row) as f64;
+                    plan.phase_pad(g, &x[(n * g.cin + oc / cout_g) * hw..][..hw], phased);
+                    plan.widen(g, &gout[(n * g.cout + oc) * p..][..p], gwide);
+                    part.fill(0.0);
+                    dw_taps_weight(part, gwide, phased, &plan.taps);
+                    for (tot, lanes) in total.iter_mut().zip(part.chunks_exact(DW_BLOCK)) {
+                        *tot += sum_slice(lanes) as f64;
                     }
                 }
                 for (d, &v) in dwo.iter_mut().zip(&total) {
@@ -1388,4 +1474,64 @@ fn conv_grad_weight(
     input.expect_dtype(op, DType::F32)?;
     let (go, x) = (grad_out.f32_cow()?, input.f32_cow()?);
     Ok(Array::from_f32_unchecked(grad_weight(&x, &go, g), weight_shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn vals(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{what}: element {i}: {x} vs {y}");
+        }
+    }
+
+    /// The direct depthwise kernels agree with the im2col path on the same geometry: TF "SAME"
+    /// paddings, strides 1 to 3, dilation, channel multipliers, maps smaller than the kernel,
+    /// and batches large enough for the parallel split.
+    #[test]
+    fn depthwise_kernels_match_im2col() {
+        // (n, channels, h, w, multiplier, kernel, stride, padding before, after, dilation)
+        type Case = (usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2]);
+        let cases: [Case; 9] = [
+            (2, 3, 8, 8, 1, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
+            (2, 3, 8, 8, 1, [3, 3], [2, 2], [0, 0], [1, 1], [1, 1]),
+            (1, 4, 7, 9, 1, [5, 5], [2, 2], [2, 1], [2, 2], [1, 1]),
+            (1, 2, 4, 4, 1, [5, 5], [1, 1], [2, 2], [2, 2], [1, 1]),
+            (2, 2, 9, 10, 3, [3, 2], [3, 2], [1, 0], [2, 1], [2, 1]),
+            (1, 2, 1, 1, 2, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
+            (1, 3, 5, 1, 1, [1, 1], [2, 2], [0, 0], [0, 0], [1, 1]),
+            (8, 24, 14, 14, 1, [5, 5], [1, 1], [2, 2], [2, 2], [1, 1]),
+            (4, 16, 15, 15, 4, [3, 3], [2, 2], [1, 1], [1, 1], [1, 1]),
+        ];
+        for (i, &(n, c, h, w, mult, k, s, p, pe, d)) in cases.iter().enumerate() {
+            let o = Conv2dOptions::default().stride(s).padding(p).padding_end(pe).dilation(d).groups(c);
+            let g = geom2d("test", &[n, c, h, w], &[c * mult, 1, k[0], k[1]], &o).unwrap();
+            assert!(g.depthwise());
+            let x = vals(n * c * h * w, 10 * i as u64 + 1);
+            let wt = vals(c * mult * k[0] * k[1], 10 * i as u64 + 2);
+            let b = vals(c * mult, 10 * i as u64 + 3);
+            let gout = vals(n * c * mult * g.p(), 10 * i as u64 + 4);
+            let bx = vals(c, 10 * i as u64 + 5);
+            let what = format!("case {i}");
+            close(&dw_forward(&x, &wt, Some(&b), &g), &im2col_forward(&x, &wt, Some(&b), &g), &what);
+            close(&dw_grad_data(&gout, &wt, None, &g), &im2col_grad_data(&gout, &wt, None, &g), &what);
+            close(&dw_grad_data(&gout, &wt, Some(&bx), &g), &im2col_grad_data(&gout, &wt, Some(&bx), &g), &what);
+            close(&dw_grad_weight(&x, &gout, &g), &im2col_grad_weight(&x, &gout, &g), &what);
+        }
+    }
 }

@@ -24,6 +24,8 @@
 use kiln_autograd::ops::conv::{conv2d, Conv2dOptions};
 use kiln_autograd::{Array, Error, Result, Tensor};
 use kiln_nn::{init, BatchNorm2d, Dropout, Forward, Linear, Module};
+use kiln_tensor::ops::vmath::{map1_inplace, map2_inplace, Fn1, Fn2};
+use kiln_tensor::parallel::par_chunks_mut_zip;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -108,7 +110,11 @@ impl Conv2dSame {
     /// A `kernel`x`kernel` convolution from `cin` to `cout` channels, initialised like
     /// PyTorch's `nn.Conv2d`.
     pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, rng: &mut impl Rng) -> Self {
-        Conv2dSame { weight: init::default_weight(&[cout, cin / groups, kernel, kernel], rng), stride, groups }
+        Conv2dSame::build(cin, cout, kernel, stride, groups, &mut Init::Random(rng))
+    }
+
+    fn build<R: Rng>(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, init: &mut Init<R>) -> Self {
+        Conv2dSame { weight: init.weight(&[cout, cin / groups, kernel, kernel]), stride, groups }
     }
 
     /// The stride (both dims).
@@ -141,6 +147,34 @@ impl Forward for Conv2dSame {
     }
 }
 
+/// How new parameters are filled: PyTorch's default initialisation, or zeros for a model
+/// whose weights are loaded right after (drawing millions of random numbers for nothing).
+enum Init<'a, R: Rng> {
+    Random(&'a mut R),
+    Zeros,
+}
+
+impl<R: Rng> Init<'_, R> {
+    /// A conv or linear weight of `shape` (trainable).
+    fn weight(&mut self, shape: &[usize]) -> Tensor {
+        match self {
+            Init::Random(rng) => init::default_weight(shape, *rng),
+            Init::Zeros => Tensor::zeros(shape).requires_grad_(true),
+        }
+    }
+
+    /// A `Linear(inp, out)` with a bias.
+    fn linear(&mut self, inp: usize, out: usize) -> Linear {
+        match self {
+            Init::Random(rng) => Linear::new(inp, out, true, *rng),
+            Init::Zeros => Linear {
+                weight: Tensor::zeros(&[out, inp]).requires_grad_(true),
+                bias: Some(Tensor::zeros(&[out]).requires_grad_(true)),
+            },
+        }
+    }
+}
+
 /// A BatchNorm with EfficientNet's `eps` and momentum.
 fn batch_norm(channels: usize) -> BatchNorm2d {
     BatchNorm2d::with_options(channels, BN_EPS, Some(BN_MOMENTUM), true, true)
@@ -152,9 +186,16 @@ fn relu6(x: Tensor) -> Result<Tensor> {
         return x.try_clamp(Some(0.0), Some(6.0));
     }
     x.update_data(|a| -> Result<()> {
-        for v in a.make_mut_f32()? {
-            *v = v.clamp(0.0, 6.0);
-        }
+        // NaN stays NaN, as in PyTorch.
+        let k = Fn1(|v: f32| {
+            let v = if v < 0.0 { 0.0 } else { v };
+            if v > 6.0 {
+                6.0
+            } else {
+                v
+            }
+        });
+        par_chunks_mut_zip(a.make_mut_f32()?, |_, chunk| map1_inplace(k, chunk));
         Ok(())
     })?;
     Ok(x)
@@ -175,7 +216,11 @@ fn conv_bn(x: &Tensor, conv: &Conv2dSame, bn: &BatchNorm2d, act: bool) -> Result
                 Some(g) => g.try_mul(&inv_std)?,
                 None => inv_std,
             };
-            let w = conv.weight.try_mul(&scale.try_reshape(&[c as isize, 1, 1, 1])?)?;
+            // As [C, K] · [C, 1]: a broadcast over the rows of the weight (a [C, 1, 1, 1]
+            // operand would broadcast over rows of one element).
+            let ws = conv.weight.shape().to_vec();
+            let w = conv.weight.try_reshape(&[c as isize, -1])?.try_mul(&scale.try_reshape(&[c as isize, 1])?)?;
+            let w = w.try_reshape(&ws.iter().map(|&d| d as isize).collect::<Vec<_>>())?;
             let shift = mean.try_mul(&scale)?.try_neg()?;
             let shift = match &bn.bias {
                 Some(b) => b.try_add(&shift)?,
@@ -235,14 +280,25 @@ pub struct MBConvBlock {
 impl MBConvBlock {
     /// A block with `kernel`, `stride` and `expand_ratio` from `cin` to `cout` channels.
     pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize, expand_ratio: usize, rng: &mut impl Rng) -> Self {
+        MBConvBlock::build(cin, cout, kernel, stride, expand_ratio, &mut Init::Random(rng))
+    }
+
+    fn build<R: Rng>(
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        expand_ratio: usize,
+        init: &mut Init<R>,
+    ) -> Self {
         let hidden = cin * expand_ratio;
         let expand = expand_ratio != 1;
         MBConvBlock {
-            expand_conv: expand.then(|| Conv2dSame::new(cin, hidden, 1, 1, 1, rng)),
+            expand_conv: expand.then(|| Conv2dSame::build(cin, hidden, 1, 1, 1, init)),
             bn0: expand.then(|| batch_norm(hidden)),
-            depthwise_conv: Conv2dSame::new(hidden, hidden, kernel, stride, hidden, rng),
+            depthwise_conv: Conv2dSame::build(hidden, hidden, kernel, stride, hidden, init),
             bn1: batch_norm(hidden),
-            project_conv: Conv2dSame::new(hidden, cout, 1, 1, 1, rng),
+            project_conv: Conv2dSame::build(hidden, cout, 1, 1, 1, init),
             bn2: batch_norm(cout),
             residual: stride == 1 && cin == cout,
         }
@@ -276,9 +332,9 @@ impl MBConvBlock {
         let xd = x.data();
         h.update_data(|a| -> Result<()> {
             let xs = xd.f32_cow()?;
-            for (v, &s) in a.make_mut_f32()?.iter_mut().zip(xs.iter()) {
-                *v += s;
-            }
+            par_chunks_mut_zip(a.make_mut_f32()?, |start, chunk| {
+                map2_inplace(Fn2(|v: f32, s: f32| v + s), chunk, &xs[start..start + chunk.len()])
+            });
             Ok(())
         })?;
         Ok(h)
@@ -345,6 +401,18 @@ impl EfficientNet {
         drop_connect_rate: f32,
         seed: u64,
     ) -> Result<EfficientNet> {
+        let mut rng = init::rng(seed);
+        EfficientNet::build_with(stages, num_classes, dropout, drop_connect_rate, seed, &mut Init::Random(&mut rng))
+    }
+
+    fn build_with<R: Rng>(
+        stages: &[StageArgs],
+        num_classes: usize,
+        dropout: f32,
+        drop_connect_rate: f32,
+        seed: u64,
+        init: &mut Init<R>,
+    ) -> Result<EfficientNet> {
         if num_classes == 0 {
             return Err(Error::op("EfficientNet", "num_classes must be positive"));
         }
@@ -354,8 +422,7 @@ impl EfficientNet {
                 format!("drop_connect_rate must be in [0, 1), got {drop_connect_rate}"),
             ));
         }
-        let mut rng = init::rng(seed);
-        let conv_stem = Conv2dSame::new(3, STEM_CHANNELS, 3, 2, 1, &mut rng);
+        let conv_stem = Conv2dSame::build(3, STEM_CHANNELS, 3, 2, 1, init);
         let mut blocks = Vec::new();
         let mut channels = STEM_CHANNELS;
         for st in stages {
@@ -367,12 +434,12 @@ impl EfficientNet {
             }
             for r in 0..st.repeats {
                 let (cin, stride) = if r == 0 { (st.input_filters, st.stride) } else { (st.output_filters, 1) };
-                blocks.push(MBConvBlock::new(cin, st.output_filters, st.kernel, stride, st.expand_ratio, &mut rng));
+                blocks.push(MBConvBlock::build(cin, st.output_filters, st.kernel, stride, st.expand_ratio, init));
             }
             channels = st.output_filters;
         }
-        let conv_head = Conv2dSame::new(channels, FEATURES, 1, 1, 1, &mut rng);
-        let fc = Linear::new(FEATURES, num_classes, true, &mut rng);
+        let conv_head = Conv2dSame::build(channels, FEATURES, 1, 1, 1, init);
+        let fc = init.linear(FEATURES, num_classes);
         Ok(EfficientNet {
             conv_stem,
             bn0: batch_norm(STEM_CHANNELS),
@@ -409,7 +476,7 @@ impl EfficientNet {
             }
             None => return Err(Error::op("EfficientNet", "the state dict has no _fc.weight")),
         };
-        let mut model = EfficientNet::lite0(num_classes)?;
+        let mut model = EfficientNet::build_with(&LITE0_STAGES, num_classes, 0.2, 0.2, 0, &mut Init::<StdRng>::Zeros)?;
         model.load_state_dict(state, true)?;
         model.eval();
         Ok(model)
@@ -474,5 +541,57 @@ impl Forward for EfficientNet {
     /// The class logits, as [`EfficientNet::forward`].
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         EfficientNet::forward(self, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_autograd::gradcheck::{check_gradients, uniform};
+
+    /// A conv + BatchNorm pair over the given tensors, in evaluation mode with running
+    /// statistics away from the defaults.
+    fn pair(w: &Tensor, gamma: &Tensor, beta: &Tensor, stride: usize, groups: usize) -> (Conv2dSame, BatchNorm2d) {
+        let c = w.shape()[0];
+        let mut bn = batch_norm(c);
+        bn.weight = Some(gamma.clone());
+        bn.bias = Some(beta.clone());
+        bn.running_mean = Some(Tensor::from_array(uniform(&[c], -0.5, 0.5, 11)));
+        bn.running_var = Some(Tensor::from_array(uniform(&[c], 0.5, 2.0, 12)));
+        bn.eval();
+        (Conv2dSame { weight: w.clone(), stride, groups }, bn)
+    }
+
+    #[test]
+    fn folded_batch_norm_matches_conv_then_batch_norm() {
+        for (xs, ws, stride, groups) in [([2, 3, 7, 6], [4, 3, 3, 3], 2, 1), ([1, 4, 6, 6], [4, 1, 5, 5], 1, 4)] {
+            let x = Tensor::from_array(uniform(&xs, -1.0, 1.0, 1));
+            let w = Tensor::from_array(uniform(&ws, -1.0, 1.0, 2));
+            let gamma = Tensor::from_array(uniform(&[ws[0]], 0.5, 1.5, 3));
+            let beta = Tensor::from_array(uniform(&[ws[0]], -1.0, 1.0, 4));
+            let (conv, bn) = pair(&w, &gamma, &beta, stride, groups);
+            let folded = conv_bn(&x, &conv, &bn, false).unwrap().to_vec_f32().unwrap();
+            let plain = bn.forward(&conv.forward(&x).unwrap()).unwrap().to_vec_f32().unwrap();
+            assert_eq!(folded.len(), plain.len());
+            for (a, b) in folded.iter().zip(&plain) {
+                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn gradcheck_folded_batch_norm() {
+        // No activation, so no kinks to keep the values away from.
+        let arrays = [
+            uniform(&[1, 2, 5, 5], -1.0, 1.0, 5),
+            uniform(&[2, 1, 3, 3], -1.0, 1.0, 6),
+            uniform(&[2], 0.5, 1.5, 7),
+            uniform(&[2], -1.0, 1.0, 8),
+        ];
+        check_gradients(&arrays, |t| {
+            let (conv, bn) = pair(&t[1], &t[2], &t[3], 2, 2);
+            conv_bn(&t[0], &conv, &bn, false)
+        })
+        .unwrap();
     }
 }

@@ -11,7 +11,11 @@
 //! * the **weight gradient** `dW = Σ_n g · im2col(x)ᵀ`.
 //!
 //! A 1x1 convolution with stride 1 and no padding skips im2col: the input itself is the
-//! `[K, H·W]` matrix. `conv1d` is `conv2d` with `H = 1`; `conv_transpose2d` is the data
+//! `[K, H·W]` matrix. Depthwise convolutions (one input channel per group, at most
+//! `DEPTHWISE_MAX_MULT` output channels per group) skip it too: their three kernels work on
+//! each plane directly (see `DwPlan`). The padding may differ before and after
+//! ([`Conv2dOptions::padding_end`]): the geometry keeps the padding before, and positions
+//! past the input are zeros wherever they fall. `conv1d` is `conv2d` with `H = 1`; `conv_transpose2d` is the data
 //! gradient of a conv2d (forward), whose backward is that conv2d's forward (input gradient)
 //! and weight gradient with the roles of input and output gradient swapped.
 //!
@@ -1287,7 +1291,10 @@ fn dw_grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
 impl Array {
     /// 2-d convolution (PyTorch's `conv2d`, a cross-correlation with zero padding):
     /// `self` `[N, Cin, H, W]`, `weight` `[Cout, Cin/groups, kH, kW]`, `bias` `[Cout]`;
-    /// output `[N, Cout, oH, oW]` with `oH = ⌊(H + 2p − d(kH − 1) − 1)/s⌋ + 1`.
+    /// output `[N, Cout, oH, oW]` with `oH = ⌊(H + 2p − d(kH − 1) − 1)/s⌋ + 1` (with
+    /// [`padding_end`](Conv2dOptions::padding_end), `p_before + p_end` instead of `2p`).
+    /// Depthwise convs (one input channel per group) run direct kernels, the others im2col and
+    /// GEMMs.
     ///
     /// ```
     /// use kiln_tensor::{Array, ops::conv::Conv2dOptions};

@@ -34,7 +34,8 @@ fn close(got: &Array, want: &[f64], shape: &[usize], k: usize, what: &str) {
     }
 }
 
-/// A 2-d conv configuration: input [n, cin, h, w], weight [cout, cin/g, kh, kw].
+/// A 2-d conv configuration: input [n, cin, h, w], weight [cout, cin/g, kh, kw], padding `p`
+/// before (top, left) and `pe` after (bottom, right).
 #[derive(Clone, Copy, Debug)]
 struct Cfg {
     n: usize,
@@ -45,17 +46,23 @@ struct Cfg {
     k: [usize; 2],
     s: [usize; 2],
     p: [usize; 2],
+    pe: [usize; 2],
     d: [usize; 2],
     g: usize,
 }
 
 impl Cfg {
     fn out(&self) -> [usize; 2] {
-        let o = |len: usize, i: usize| (len + 2 * self.p[i] - self.d[i] * (self.k[i] - 1) - 1) / self.s[i] + 1;
+        let o = |len: usize, i: usize| (len + self.p[i] + self.pe[i] - self.d[i] * (self.k[i] - 1) - 1) / self.s[i] + 1;
         [o(self.h, 0), o(self.w, 1)]
     }
     fn opts(&self) -> Conv2dOptions {
-        Conv2dOptions::default().stride(self.s).padding(self.p).dilation(self.d).groups(self.g)
+        let o = Conv2dOptions::default().stride(self.s).padding(self.p).dilation(self.d).groups(self.g);
+        if self.pe == self.p {
+            o
+        } else {
+            o.padding_end(self.pe)
+        }
     }
     fn wshape(&self) -> [usize; 4] {
         [self.cout, self.cin / self.g, self.k[0], self.k[1]]
@@ -114,8 +121,30 @@ fn naive(c: &Cfg, x: &[f32], w: &[f32], b: Option<&[f32]>, g: &[f32]) -> (Vec<f6
 }
 
 fn configs() -> Vec<Cfg> {
-    let c = |n, cin, h, w, cout, k, s, p, d, g| Cfg { n, cin, h, w, cout, k, s, p, d, g };
+    let c = |n, cin, h, w, cout, k, s, p, d, g| Cfg { n, cin, h, w, cout, k, s, p, pe: p, d, g };
+    // With other padding after than before.
+    let ca = |n, cin, h, w, cout, k, s, p, pe, d, g| Cfg { n, cin, h, w, cout, k, s, p, pe, d, g };
     vec![
+        // Depthwise (the direct kernels): TF "SAME" strides 1 and 2, 3x3 and 5x5, odd and
+        // even sizes, channel multipliers, dilation, a stride wider than the input.
+        ca(2, 6, 8, 8, 6, [3, 3], [2, 2], [0, 0], [1, 1], [1, 1], 6),
+        ca(2, 4, 9, 10, 4, [5, 5], [2, 2], [2, 1], [2, 2], [1, 1], 4),
+        ca(1, 5, 7, 7, 5, [5, 5], [2, 2], [1, 1], [2, 2], [1, 1], 5),
+        c(2, 5, 6, 7, 5, [5, 5], [1, 1], [2, 2], [1, 1], 5),
+        ca(1, 3, 11, 13, 6, [3, 3], [3, 3], [1, 2], [2, 0], [2, 2], 3),
+        ca(2, 2, 6, 5, 8, [3, 2], [1, 2], [1, 0], [0, 1], [1, 1], 2),
+        ca(1, 2, 3, 1, 2, [1, 1], [2, 2], [0, 0], [0, 1], [1, 1], 2),
+        c(1, 3, 4, 4, 3, [3, 3], [1, 1], [0, 0], [1, 1], 3),
+        c(4, 32, 20, 20, 32, [3, 3], [1, 1], [1, 1], [1, 1], 32),
+        ca(3, 24, 15, 17, 48, [5, 5], [2, 2], [2, 1], [2, 2], [1, 1], 24),
+        // A multiplier too large for the direct kernels (im2col), with other padding after.
+        ca(1, 2, 7, 7, 10, [3, 3], [2, 2], [0, 1], [1, 0], [1, 1], 2),
+        // Other padding after for the im2col path: TF "SAME", less after than before, and a
+        // 1x1 kernel with padding only after (not the pointwise shortcut).
+        ca(2, 3, 8, 7, 4, [3, 3], [2, 2], [0, 0], [1, 1], [1, 1], 1),
+        ca(2, 3, 8, 9, 4, [3, 3], [1, 2], [2, 1], [0, 1], [1, 1], 1),
+        ca(1, 2, 4, 5, 3, [1, 1], [1, 1], [0, 0], [1, 2], [1, 1], 1),
+        ca(2, 16, 14, 14, 24, [3, 3], [2, 2], [0, 0], [1, 1], [1, 1], 1),
         c(1, 1, 5, 5, 1, [3, 3], [1, 1], [0, 0], [1, 1], 1),
         c(2, 3, 7, 6, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1),
         c(2, 3, 9, 8, 5, [3, 2], [2, 1], [1, 0], [1, 1], 1),
@@ -176,7 +205,7 @@ fn conv2d_matches_direct_loops() {
 
 #[test]
 fn conv2d_reads_strided_inputs() {
-    let c = Cfg { n: 2, cin: 3, h: 5, w: 6, cout: 4, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 };
+    let c = Cfg { n: 2, cin: 3, h: 5, w: 6, cout: 4, k: [3, 3], s: [1, 1], p: [1, 1], pe: [1, 1], d: [1, 1], g: 1 };
     // A transposed view of [n, cin, w, h] is a non-contiguous [n, cin, h, w].
     let xt = arr(&[2, 3, 6, 5], 7);
     let x = xt.transpose(2, 3).unwrap();
@@ -198,7 +227,7 @@ fn conv1d_matches_direct_loops() {
         (1, 1, 1, 2, 1, 1, 0, 1, 1),
     ];
     for (i, &(n, cin, l, cout, k, s, p, d, g)) in cases.iter().enumerate() {
-        let c = Cfg { n, cin, h: 1, w: l, cout, k: [1, k], s: [1, s], p: [0, p], d: [1, d], g };
+        let c = Cfg { n, cin, h: 1, w: l, cout, k: [1, k], s: [1, s], p: [0, p], pe: [0, p], d: [1, d], g };
         let seed = 500 + i as u64 * 10;
         let x = arr(&[n, cin, l], seed + 1);
         let w = arr(&[cout, cin / g, k], seed + 2);
@@ -267,8 +296,12 @@ fn naive_transposed(
 fn conv_transpose2d_matches_scatter_loops_and_its_adjoint() {
     // (x shape, weight shape, stride, padding, output_padding, dilation, groups)
     type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 2], [usize; 2], [usize; 2], usize);
-    let cases: [Case; 8] = [
+    let cases: [Case; 10] = [
         ([2, 3, 4, 5], [3, 2, 3, 3], [1, 1], [0, 0], [0, 0], [1, 1], 1),
+        // A 1x1 kernel whose output padding makes the output larger than the input.
+        ([1, 3, 4, 5], [3, 2, 1, 1], [1, 1], [0, 0], [1, 1], [2, 2], 1),
+        // Depthwise (the direct kernels) with output padding.
+        ([2, 4, 3, 4], [4, 1, 3, 3], [2, 2], [1, 0], [1, 1], [1, 1], 4),
         ([2, 3, 4, 5], [3, 2, 3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 1),
         ([1, 4, 3, 4], [4, 3, 3, 2], [2, 3], [0, 1], [1, 2], [1, 1], 2),
         ([2, 2, 4, 3], [2, 3, 3, 3], [2, 2], [1, 1], [1, 1], [2, 2], 1),

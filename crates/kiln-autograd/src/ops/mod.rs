@@ -13,6 +13,7 @@ pub mod index;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod pad;
 pub mod pool;
 pub mod reduce;
 pub mod shape;

@@ -28,6 +28,7 @@ pub fn run(op: &str, c: &Case) -> Option<Result<Outputs>> {
             let o = Conv2dOptions {
                 stride: spatial(c, "stride", 1)?,
                 padding: spatial(c, "padding", 0)?,
+                padding_end: None,
                 dilation: spatial(c, "dilation", 1)?,
                 groups: groups(c)?,
             };

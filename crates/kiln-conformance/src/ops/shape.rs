@@ -1,8 +1,9 @@
-//! Shape ops: reshape, transpose, permute, cat, stack, narrow, squeeze, unsqueeze, expand, flatten.
+//! Shape ops: reshape, transpose, permute, cat, stack, narrow, squeeze, unsqueeze, expand, flatten,
+//! pad.
 
 use super::Outputs;
 use crate::case::Case;
-use kiln::{Result, Tensor};
+use kiln::{Error, Result, Tensor};
 
 /// Runs a shape op, or `None` for ops of other families.
 pub fn run(op: &str, c: &Case) -> Option<Result<Outputs>> {
@@ -27,6 +28,15 @@ pub fn run(op: &str, c: &Case) -> Option<Result<Outputs>> {
             let start = c.opt_int("start_dim")?.unwrap_or(0) as isize;
             let end = c.opt_int("end_dim")?.unwrap_or(-1) as isize;
             out(x.try_flatten(start, end))
+        }),
+        // PyTorch's F.pad: `pad` pairs from the last dim; constant mode only.
+        "pad" => x().and_then(|x| {
+            if let Some(mode) = c.attr("mode") {
+                if mode.as_str() != Some("constant") {
+                    return Err(Error::Msg(format!("pad: only mode \"constant\" is supported, got {mode}")));
+                }
+            }
+            out(x.try_pad(&c.dims("pad")?, c.opt_f64("value")?.unwrap_or(0.0) as f32))
         }),
         _ => return None,
     })

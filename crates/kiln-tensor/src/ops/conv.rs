@@ -11,7 +11,11 @@
 //! * the **weight gradient** `dW = Σ_n g · im2col(x)ᵀ`.
 //!
 //! A 1x1 convolution with stride 1 and no padding skips im2col: the input itself is the
-//! `[K, H·W]` matrix. `conv1d` is `conv2d` with `H = 1`; `conv_transpose2d` is the data
+//! `[K, H·W]` matrix. Depthwise convolutions (one input channel per group, at most
+//! `DEPTHWISE_MAX_MULT` output channels per group) skip it too: their three kernels work on
+//! each plane directly (see `DwPlan`). The padding may differ before and after
+//! ([`Conv2dOptions::padding_end`]): the geometry keeps the padding before, and positions
+//! past the input are zeros wherever they fall. `conv1d` is `conv2d` with `H = 1`; `conv_transpose2d` is the data
 //! gradient of a conv2d (forward), whose backward is that conv2d's forward (input gradient)
 //! and weight gradient with the roles of input and output gradient swapped.
 //!
@@ -23,7 +27,7 @@
 //! repeated runs give identical results.
 
 use super::gemm::{gemm, MatMut, MatRef, Par, PAR_MNK, SMALL_MNK};
-use super::reduce::sum_slice;
+use super::reduce::{simd_kernel, sum_slice};
 use crate::{bail, Array, DType, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -31,12 +35,19 @@ use std::mem::MaybeUninit;
 
 /// Stride, padding, dilation and groups of a [`conv2d`](Array::conv2d) (`[h, w]` each).
 /// `Default`: stride 1, padding 0, dilation 1, groups 1.
+///
+/// The padding may differ between the two ends of a dim ([`padding_end`](Self::padding_end)),
+/// as TensorFlow's "SAME" padding needs (one more zero at the bottom/right when the total is
+/// odd): the kernel reads the zeros in place, with no padded copy of the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dOptions {
     /// Step of the window, `[sh, sw]`.
     pub stride: [usize; 2],
-    /// Zeros added on both sides, `[ph, pw]`.
+    /// Zeros added before (top, left) and, unless `padding_end` is set, also after, `[ph, pw]`.
     pub padding: [usize; 2],
+    /// Zeros added after (bottom, right) when they differ from `padding`, `[ph_end, pw_end]`;
+    /// `None` (the default) pads `padding` on both sides, as PyTorch's conv2d does.
+    pub padding_end: Option<[usize; 2]>,
     /// Spacing of the kernel taps, `[dh, dw]`.
     pub dilation: [usize; 2],
     /// Number of channel groups (`Cin` and `Cout` must be divisible by it).
@@ -45,7 +56,7 @@ pub struct Conv2dOptions {
 
 impl Default for Conv2dOptions {
     fn default() -> Self {
-        Conv2dOptions { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 }
+        Conv2dOptions { stride: [1, 1], padding: [0, 0], padding_end: None, dilation: [1, 1], groups: 1 }
     }
 }
 
@@ -55,9 +66,14 @@ impl Conv2dOptions {
         self.stride = stride;
         self
     }
-    /// Sets the padding.
+    /// Sets the padding (on both sides unless [`padding_end`](Self::padding_end) is set too).
     pub fn padding(mut self, padding: [usize; 2]) -> Self {
         self.padding = padding;
+        self
+    }
+    /// Sets the padding after (bottom, right), leaving `padding` as the padding before.
+    pub fn padding_end(mut self, padding_end: [usize; 2]) -> Self {
+        self.padding_end = Some(padding_end);
         self
     }
     /// Sets the dilation.
@@ -69,6 +85,10 @@ impl Conv2dOptions {
     pub fn groups(mut self, groups: usize) -> Self {
         self.groups = groups;
         self
+    }
+    /// The padding after (bottom, right): `padding_end`, or `padding` when unset.
+    pub fn end_padding(&self) -> [usize; 2] {
+        self.padding_end.unwrap_or(self.padding)
     }
 }
 
@@ -118,6 +138,7 @@ impl Conv1dOptions {
         Conv2dOptions {
             stride: [1, self.stride],
             padding: [0, self.padding],
+            padding_end: None,
             dilation: [1, self.dilation],
             groups: self.groups,
         }
@@ -219,9 +240,17 @@ impl Geom {
     fn hw(&self) -> usize {
         self.h * self.w
     }
-    /// A 1x1 kernel with stride 1 and no padding: the input is its own im2col matrix.
+    /// A 1x1 kernel with stride 1 and no padding (the output covers the input exactly): the
+    /// input is its own im2col matrix.
     fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.ph == 0
+            && self.pw == 0
+            && self.oh == self.h
+            && self.ow == self.w
     }
     fn units(&self) -> usize {
         self.n * self.groups
@@ -245,14 +274,27 @@ fn check_positive(op: &'static str, name: &str, v: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// The geometry of a conv2d from the input and weight shapes. Errors name `op` and the shapes.
+fn geom2d(op: &'static str, x: &[usize], wt: &[usize], o: &Conv2dOptions) -> Result<Geom> {
+    conv_geom(op, x, wt, &o.stride, &o.padding, &o.end_padding(), &o.dilation, o.groups)
+}
+
+/// The geometry of a conv1d (a conv2d with `h = 1`) from the input and weight shapes.
+fn geom1d(op: &'static str, x: &[usize], wt: &[usize], o: &Conv1dOptions) -> Result<Geom> {
+    conv_geom(op, x, wt, &[o.stride], &[o.padding], &[o.padding], &[o.dilation], o.groups)
+}
+
 /// The geometry of a conv over 1 or 2 spatial dims (`stride.len()`), from the input and
-/// weight shapes; 1-d convs become 2-d ones with `h = 1`. Errors name `op` and the shapes.
+/// weight shapes, with `padding` zeros before and `padding_end` after in each dim; 1-d convs
+/// become 2-d ones with `h = 1`. Errors name `op` and the shapes.
+#[allow(clippy::too_many_arguments)]
 fn conv_geom(
     op: &'static str,
     x: &[usize],
     wt: &[usize],
     stride: &[usize],
     padding: &[usize],
+    padding_end: &[usize],
     dilation: &[usize],
     groups: usize,
 ) -> Result<Geom> {
@@ -292,11 +334,16 @@ fn conv_geom(
     for i in 0..s {
         let (len, k) = (x[2 + i], wt[2 + i]);
         let span = dilation[i] * k.saturating_sub(1) + 1;
-        let padded = len + 2 * padding[i];
+        let padded = len + padding[i] + padding_end[i];
         if k == 0 || span > padded {
+            let pads = if padding == padding_end {
+                format!("padding {padding:?}")
+            } else {
+                format!("padding {padding:?} before and {padding_end:?} after")
+            };
             bail!(
                 op,
-                "kernel size {k} (dilated: {span}) in dim {} is larger than the padded input size {padded} (input {x:?}, weight {wt:?}, padding {padding:?}, dilation {dilation:?})",
+                "kernel size {k} (dilated: {span}) in dim {} is larger than the padded input size {padded} (input {x:?}, weight {wt:?}, {pads}, dilation {dilation:?})",
                 2 + i
             );
         }
@@ -707,9 +754,19 @@ fn transpose_into(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f
 
 // ------------------------------------------------------------------------------- kernels
 
-/// The conv2d forward: `out[n, g] = W_g · im2col(x[n, g]) (+ bias)`, `[n, cout, oh, ow]`,
-/// block of output rows by block.
+/// The conv2d forward, `[n, cout, oh, ow]`: the direct kernels for depthwise convs, im2col
+/// and GEMMs otherwise.
 fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    if g.depthwise() {
+        dw_forward(x, wt, bias, g)
+    } else {
+        im2col_forward(x, wt, bias, g)
+    }
+}
+
+/// The conv2d forward through im2col: `out[n, g] = W_g · im2col(x[n, g]) (+ bias)`, block of
+/// output rows by block.
+fn im2col_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -748,9 +805,19 @@ fn forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     })
 }
 
-/// The conv2d data gradient: `dx[n, g] = col2im(W_gᵀ · gout[n, g])`, `[n, cin, h, w]`, each
-/// channel starting from `bias[c]` (or zero), block of output rows by block.
+/// The conv2d data gradient, `[n, cin, h, w]`, each channel starting from `bias[c]` (or
+/// zero): the direct kernels for depthwise convs, im2col and GEMMs otherwise.
 fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    if g.depthwise() {
+        dw_grad_data(gout, wt, bias, g)
+    } else {
+        im2col_grad_data(gout, wt, bias, g)
+    }
+}
+
+/// The conv2d data gradient through col2im: `dx[n, g] = col2im(W_gᵀ · gout[n, g])`, block of
+/// output rows by block.
+fn im2col_grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -792,12 +859,22 @@ fn grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f3
     })
 }
 
+/// The conv2d weight gradient `[cout, cin/groups, kh, kw]`: the direct kernels for depthwise
+/// convs, im2col and GEMMs otherwise.
+fn grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
+    if g.depthwise() {
+        dw_grad_weight(x, gout, g)
+    } else {
+        im2col_grad_weight(x, gout, g)
+    }
+}
+
 /// The conv2d weight gradient `dW_g = Σ_n gout[n, g] · im2col(x[n, g])ᵀ`, `[cout, k]`. With
 /// many im2col rows it is accumulated transposed (`dW_gᵀ += im2col block · gout blockᵀ`, B a
 /// small transposed copy of the output gradient block: the layout kiln's unpacked kernel takes,
 /// worth the copy once each copied element feeds enough multiply-adds) and transposed once at
 /// the end; with few rows directly (dot products of output gradient and im2col rows).
-fn grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
+fn im2col_grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k, p, hw) = (g.cin_g(), g.cout_g(), g.k(), g.p(), g.hw());
     let (unit_in, unit_out) = (cin_g * hw, cout_g * p);
     let pointwise = g.pointwise();
@@ -882,12 +959,342 @@ fn channel_sums(g: &[f32], n: usize, c: usize, s: usize) -> Vec<f32> {
     acc.into_iter().map(|v| v as f32).collect()
 }
 
+// ------------------------------------------------------------------------------- depthwise
+
+/// Depthwise convs (one input channel per group) with at most this many output channels per
+/// group run the direct kernels below: im2col + GEMM would multiply a `[cout/groups, kh·kw]`
+/// weight by an im2col matrix copied for every (sample, group), products far too small to pay
+/// for the copy.
+const DEPTHWISE_MAX_MULT: usize = 4;
+
+/// Below this many multiply-adds a direct depthwise kernel runs on the calling thread.
+const DW_PAR_WORK: usize = 1 << 16;
+
+impl Geom {
+    /// One input channel per group and few output channels per group: the direct kernels.
+    fn depthwise(&self) -> bool {
+        self.cin_g() == 1 && self.cout_g() <= DEPTHWISE_MAX_MULT
+    }
+    /// Multiply-adds of one output plane (at most; taps in the padding are skipped).
+    fn plane_work(&self) -> usize {
+        (self.kh * self.kw * self.p()).max(1)
+    }
+}
+
+/// How the direct depthwise kernels lay out one input plane: zero-padded and split into its
+/// `sh·sw` stride phases (phase `(r, c)` holds the padded positions `(i·sh + r, j·sw + c)`),
+/// each `hq x wq`. Through kernel tap `(ki, kj)` every output position `(o, j)` then reads the
+/// element `(o + ro, j + co)` of one phase, so over a "wide" output of `oh` rows of `wq`
+/// columns (the columns past `ow` are scratch) each tap is ONE contiguous multiply-add of
+/// `oh·wq` elements, whatever the stride, dilation and padding: long vectorized loops even
+/// for the 7x7 and 4x4 maps at the end of a network.
+struct DwPlan {
+    wq: usize,
+    /// Elements of one phase: `hq·wq`, plus slack read by the scratch columns of the last rows.
+    phase_len: usize,
+    /// Per tap `(ki, kj)`, row-major: where its run starts in the phased plane.
+    taps: Vec<usize>,
+    /// The runs of input elements inside the phases, `(dst, src, len)`: the phased elements
+    /// `dst..dst + len` are the input elements `src, src + sw, ...` (of a `[h, w]` plane). The
+    /// same for every plane of a geometry; the rest of the phased plane is padding.
+    runs: Vec<(usize, usize, usize)>,
+}
+
+/// Output positions computed together by [`dw_taps_forward`], in registers across the taps.
+const DW_BLOCK: usize = 32;
+
+impl DwPlan {
+    fn new(g: &Geom) -> DwPlan {
+        let (rmax, cmax) = ((g.kh - 1) * g.dh / g.sh, (g.kw - 1) * g.dw / g.sw);
+        let (hq, wq) = (g.oh + rmax, g.ow + cmax);
+        let phase_len = hq * wq + cmax;
+        let taps = (0..g.kh * g.kw)
+            .map(|t| {
+                let (r, c) = ((t / g.kw) * g.dh, (t % g.kw) * g.dw);
+                let phase = (r % g.sh) * g.sw + c % g.sw;
+                phase * phase_len + (r / g.sh) * wq + c / g.sw
+            })
+            .collect();
+        let mut runs = Vec::new();
+        for rp in 0..g.sh {
+            let hoff = rp as isize - g.ph as isize;
+            let (ilo, ihi) = valid_range(hq, g.sh, hoff, g.h);
+            for cp in 0..g.sw {
+                let woff = cp as isize - g.pw as isize;
+                let (jlo, jhi) = valid_range(wq, g.sw, woff, g.w);
+                if jhi <= jlo {
+                    continue;
+                }
+                let base = (rp * g.sw + cp) * phase_len;
+                let iw = ((jlo * g.sw) as isize + woff) as usize;
+                for i in ilo..ihi {
+                    let ih = ((i * g.sh) as isize + hoff) as usize;
+                    runs.push((base + i * wq + jlo, ih * g.w + iw, jhi - jlo));
+                }
+            }
+        }
+        DwPlan { wq, phase_len, taps, runs }
+    }
+
+    /// Elements of the phased plane, plus slack for the blocks of [`dw_taps_forward`] that
+    /// run past the wide output.
+    fn len(&self, g: &Geom) -> usize {
+        g.sh * g.sw * self.phase_len + DW_BLOCK
+    }
+
+    /// Elements of the wide output.
+    fn wide(&self, g: &Geom) -> usize {
+        g.oh * self.wq
+    }
+
+    /// Copies the input plane `x` into the phased plane `dst`, whose padding must already be
+    /// zero (it is never written, so zeroing a buffer once serves every plane).
+    fn phase_pad(&self, g: &Geom, x: &[f32], dst: &mut [f32]) {
+        match g.sw {
+            1 => {
+                for &(d, s, n) in &self.runs {
+                    copy_row(&mut dst[d..d + n], &x[s..s + n]);
+                }
+            }
+            2 => {
+                for &(d, s, n) in &self.runs {
+                    // Pairs while they fit (a constant group size vectorizes), then the last.
+                    let whole = n.min((x.len() - s) / 2);
+                    let dst = &mut dst[d..d + n];
+                    for (o, pair) in dst[..whole].iter_mut().zip(x[s..s + 2 * whole].chunks_exact(2)) {
+                        *o = pair[0];
+                    }
+                    if whole < n {
+                        dst[n - 1] = x[s + 2 * (n - 1)];
+                    }
+                }
+            }
+            sw => {
+                for &(d, s, n) in &self.runs {
+                    for (k, o) in dst[d..d + n].iter_mut().enumerate() {
+                        *o = x[s + k * sw];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the phased plane `src` (its input positions; the padding is dropped) into `dx`.
+    fn unphase_add(&self, g: &Geom, src: &[f32], dx: &mut [f32]) {
+        for &(d, s, n) in &self.runs {
+            let dst = &mut dx[s..s + g.sw * (n - 1) + 1];
+            for (k, &v) in src[d..d + n].iter().enumerate() {
+                dst[k * g.sw] += v;
+            }
+        }
+    }
+
+    /// Writes the output gradient plane `gout` (`[oh, ow]`) into the wide plane `wide`, whose
+    /// scratch columns must be zero (they are never written).
+    fn widen(&self, g: &Geom, gout: &[f32], wide: &mut [f32]) {
+        for (w, s) in wide.chunks_exact_mut(self.wq).zip(gout.chunks_exact(g.ow)) {
+            w[..g.ow].copy_from_slice(s);
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, inlined for the short rows of small feature maps (where a call
+/// to `memcpy` costs more than the copy): two overlapping fixed-size copies.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let n = src.len();
+    match n {
+        0..4 => dst[..n].copy_from_slice(src),
+        4..8 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..n].copy_from_slice(&src[n - 16..]);
+        }
+        _ => dst[..n].copy_from_slice(src),
+    }
+}
+
+simd_kernel! {
+    /// `acc = bias + Σ_t wts[t]·phased[taps[t]..]`: one output plane of a direct depthwise conv,
+    /// wide (`acc` a whole number of [`DW_BLOCK`]s, `phased` readable that far past every
+    /// tap). Each block of outputs stays in registers across all the taps.
+    fn dw_taps_forward(acc: &mut [f32], phased: &[f32], taps: &[usize], wts: &[f32], bias: f32) {
+        for (q, blk) in acc.chunks_exact_mut(DW_BLOCK).enumerate() {
+            let mut a = [bias; DW_BLOCK];
+            for (&t, &w) in taps.iter().zip(wts) {
+                let src: &[f32; DW_BLOCK] = phased[t + q * DW_BLOCK..][..DW_BLOCK].try_into().expect("a block");
+                for i in 0..DW_BLOCK {
+                    a[i] += w * src[i];
+                }
+            }
+            blk.copy_from_slice(&a);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `phased[taps[t]..] += wts[t]·gwide` for every tap: the adjoint of [`dw_taps_forward`].
+    fn dw_taps_adjoint(phased: &mut [f32], gwide: &[f32], taps: &[usize], wts: &[f32]) {
+        let n = gwide.len();
+        for (&t, &w) in taps.iter().zip(wts) {
+            for (a, &v) in phased[t..t + n].iter_mut().zip(gwide) {
+                *a += w * v;
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// `part[t][i] += gwide[b + i]·phased[taps[t] + b + i]` over the blocks `b` of `gwide` (a
+    /// whole number of [`DW_BLOCK`]s, zero past the wide output): lane sums of the weight
+    /// gradient of every tap, `part` being `[taps, DW_BLOCK]`.
+    fn dw_taps_weight(part: &mut [f32], gwide: &[f32], phased: &[f32], taps: &[usize]) {
+        for (q, gb) in gwide.chunks_exact(DW_BLOCK).enumerate() {
+            for (pt, &t) in part.chunks_exact_mut(DW_BLOCK).zip(taps) {
+                let src = &phased[t + q * DW_BLOCK..][..DW_BLOCK];
+                for i in 0..DW_BLOCK {
+                    pt[i] += gb[i] * src[i];
+                }
+            }
+        }
+    }
+}
+
+/// Runs `run(first, chunk)` over the `units` chunks of `unit_len` elements of `out`, in
+/// parallel runs of units when the work (`unit_work` multiply-adds each) is large enough.
+fn dw_par_units<T: Send>(
+    out: &mut [T],
+    units: usize,
+    unit_len: usize,
+    unit_work: usize,
+    run: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || units <= 1 || unit_len == 0 || units.saturating_mul(unit_work) < DW_PAR_WORK {
+        run(0, out);
+        return;
+    }
+    let per = units.div_ceil(units.min(4 * threads));
+    out.par_chunks_mut(per * unit_len).enumerate().for_each(|(t, c)| run(t * per, c));
+}
+
+/// The direct depthwise forward: every output plane `(n, oc)` from input plane
+/// `(n, oc / cout_g)`.
+fn dw_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
+    let plan = DwPlan::new(g);
+    let (plen, wide) = (plan.len(g), plan.wide(g));
+    let units = g.n * g.cout;
+    let mut out = Vec::<f32>::with_capacity(units * p);
+    let spare = &mut out.spare_capacity_mut()[..units * p];
+    let wide_blocks = wide.next_multiple_of(DW_BLOCK);
+    dw_par_units(spare, units, p, g.plane_work(), |u0, chunk| {
+        with_scratch(plen + wide_blocks, |scratch| {
+            let (phased, acc) = scratch.split_at_mut(plen);
+            phased.fill(0.0);
+            let mut last_in = usize::MAX;
+            for (i, o) in chunk.chunks_exact_mut(p.max(1)).enumerate() {
+                let u = u0 + i;
+                let oc = u % g.cout;
+                let xi = (u / g.cout) * g.cin + oc / cout_g;
+                if xi != last_in {
+                    plan.phase_pad(g, &x[xi * hw..][..hw], phased);
+                    last_in = xi;
+                }
+                dw_taps_forward(acc, phased, &plan.taps, &wt[oc * kk..][..kk], bias.map_or(0.0, |b| b[oc]));
+                // SAFETY: f32 and MaybeUninit<f32> have the same layout.
+                let acc = unsafe { &*(&acc[..] as *const [f32] as *const [MaybeUninit<f32>]) };
+                for (orow, arow) in o.chunks_exact_mut(g.ow).zip(acc.chunks_exact(plan.wq)) {
+                    orow.copy_from_slice(&arow[..g.ow]);
+                }
+            }
+        })
+    });
+    // SAFETY: the chunks tile the output and every plane was written row by row.
+    unsafe { out.set_len(units * p) };
+    out
+}
+
+/// The direct depthwise data gradient: every input plane `(n, c)` gathers the output
+/// gradients of its `cout_g` output channels, starting from `bias[c]` (or zero).
+fn dw_grad_data(gout: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
+    let plan = DwPlan::new(g);
+    let (plen, wide) = (plan.len(g), plan.wide(g));
+    let units = g.n * g.cin;
+    let mut dx = vec![0f32; units * hw];
+    dw_par_units(&mut dx, units, hw, cout_g * g.plane_work(), |u0, chunk| {
+        with_scratch(plen + wide, |scratch| {
+            let (dphased, gwide) = scratch.split_at_mut(plen);
+            gwide.fill(0.0);
+            for (i, d) in chunk.chunks_exact_mut(hw.max(1)).enumerate() {
+                let (n, c) = ((u0 + i) / g.cin, (u0 + i) % g.cin);
+                dphased.fill(0.0);
+                for oc in c * cout_g..(c + 1) * cout_g {
+                    plan.widen(g, &gout[(n * g.cout + oc) * p..][..p], gwide);
+                    dw_taps_adjoint(dphased, gwide, &plan.taps, &wt[oc * kk..][..kk]);
+                }
+                d.fill(bias.map_or(0.0, |b| b[c]));
+                plan.unphase_add(g, dphased, d);
+            }
+        })
+    });
+    dx
+}
+
+/// The direct depthwise weight gradient, output channel by output channel: per tap, the dot
+/// product of the wide output gradient (zero in the scratch columns) with the tap's run of
+/// the phased input, in f32 lanes per sample, summed over the batch in f64.
+fn dw_grad_weight(x: &[f32], gout: &[f32], g: &Geom) -> Vec<f32> {
+    let (cout_g, hw, p, kk) = (g.cout_g(), g.hw(), g.p(), g.kh * g.kw);
+    let plan = DwPlan::new(g);
+    let (plen, wide) = (plan.len(g), plan.wide(g));
+    let wide_blocks = wide.next_multiple_of(DW_BLOCK);
+    let mut dw = vec![0f32; g.cout * kk];
+    dw_par_units(&mut dw, g.cout, kk, g.n * g.plane_work(), |oc0, chunk| {
+        with_scratch(plen + wide_blocks + kk * DW_BLOCK, |scratch| {
+            let (phased, rest) = scratch.split_at_mut(plen);
+            let (gwide, part) = rest.split_at_mut(wide_blocks);
+            phased.fill(0.0);
+            gwide.fill(0.0);
+            let mut total = vec![0f64; kk];
+            for (i, dwo) in chunk.chunks_exact_mut(kk).enumerate() {
+                let oc = oc0 + i;
+                total.fill(0.0);
+                for n in 0..g.n {
+                    plan.phase_pad(g, &x[(n * g.cin + oc / cout_g) * hw..][..hw], phased);
+                    plan.widen(g, &gout[(n * g.cout + oc) * p..][..p], gwide);
+                    part.fill(0.0);
+                    dw_taps_weight(part, gwide, phased, &plan.taps);
+                    for (tot, lanes) in total.iter_mut().zip(part.chunks_exact(DW_BLOCK)) {
+                        *tot += sum_slice(lanes) as f64;
+                    }
+                }
+                for (d, &v) in dwo.iter_mut().zip(&total) {
+                    *d = v as f32;
+                }
+            }
+        })
+    });
+    dw
+}
+
 // ------------------------------------------------------------------------------- Array API
 
 impl Array {
     /// 2-d convolution (PyTorch's `conv2d`, a cross-correlation with zero padding):
     /// `self` `[N, Cin, H, W]`, `weight` `[Cout, Cin/groups, kH, kW]`, `bias` `[Cout]`;
-    /// output `[N, Cout, oH, oW]` with `oH = ⌊(H + 2p − d(kH − 1) − 1)/s⌋ + 1`.
+    /// output `[N, Cout, oH, oW]` with `oH = ⌊(H + 2p − d(kH − 1) − 1)/s⌋ + 1` (with
+    /// [`padding_end`](Conv2dOptions::padding_end), `p_before + p_end` instead of `2p`).
+    /// Depthwise convs (one input channel per group) run direct kernels, the others im2col and
+    /// GEMMs.
     ///
     /// ```
     /// use kiln_tensor::{Array, ops::conv::Conv2dOptions};
@@ -899,7 +1306,7 @@ impl Array {
     /// ```
     pub fn conv2d(&self, weight: &Array, bias: Option<&Array>, opts: &Conv2dOptions) -> Result<Array> {
         let op = "conv2d";
-        let g = conv_geom(op, self.shape(), weight.shape(), &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        let g = geom2d(op, self.shape(), weight.shape(), opts)?;
         conv_forward(op, self, weight, bias, &g)
     }
 
@@ -912,7 +1319,7 @@ impl Array {
         opts: &Conv2dOptions,
     ) -> Result<Array> {
         let op = "conv2d_backward";
-        let g = conv_geom(op, input_shape, weight.shape(), &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        let g = geom2d(op, input_shape, weight.shape(), opts)?;
         conv_grad_input(op, grad_out, weight, None, &g, input_shape)
     }
 
@@ -925,7 +1332,7 @@ impl Array {
         opts: &Conv2dOptions,
     ) -> Result<Array> {
         let op = "conv2d_backward";
-        let g = conv_geom(op, input.shape(), weight_shape, &opts.stride, &opts.padding, &opts.dilation, opts.groups)?;
+        let g = geom2d(op, input.shape(), weight_shape, opts)?;
         conv_grad_weight(op, grad_out, input, &g, weight_shape)
     }
 
@@ -946,15 +1353,7 @@ impl Array {
     /// `Lout = ⌊(L + 2p − d(K − 1) − 1)/s⌋ + 1`.
     pub fn conv1d(&self, weight: &Array, bias: Option<&Array>, opts: &Conv1dOptions) -> Result<Array> {
         let op = "conv1d";
-        let g = conv_geom(
-            op,
-            self.shape(),
-            weight.shape(),
-            &[opts.stride],
-            &[opts.padding],
-            &[opts.dilation],
-            opts.groups,
-        )?;
+        let g = geom1d(op, self.shape(), weight.shape(), opts)?;
         let out = conv_forward(op, self, weight, bias, &g)?;
         out.reshape_to(&[g.n, g.cout, g.ow])
     }
@@ -967,8 +1366,7 @@ impl Array {
         opts: &Conv1dOptions,
     ) -> Result<Array> {
         let op = "conv1d_backward";
-        let g =
-            conv_geom(op, input_shape, weight.shape(), &[opts.stride], &[opts.padding], &[opts.dilation], opts.groups)?;
+        let g = geom1d(op, input_shape, weight.shape(), opts)?;
         let o = opts.to_2d();
         let w4 = weight.reshape_to(&g.weight_shape())?;
         let go = grad_out_4d(op, grad_out, &g, &[g.n, g.cout, g.ow])?;
@@ -983,8 +1381,7 @@ impl Array {
         opts: &Conv1dOptions,
     ) -> Result<Array> {
         let op = "conv1d_backward";
-        let g =
-            conv_geom(op, input.shape(), weight_shape, &[opts.stride], &[opts.padding], &[opts.dilation], opts.groups)?;
+        let g = geom1d(op, input.shape(), weight_shape, opts)?;
         let o = opts.to_2d();
         let x4 = input.reshape_to(&g.input_shape())?;
         let go = grad_out_4d(op, grad_out, &g, &[g.n, g.cout, g.ow])?;
@@ -1084,4 +1481,64 @@ fn conv_grad_weight(
     input.expect_dtype(op, DType::F32)?;
     let (go, x) = (grad_out.f32_cow()?, input.f32_cow()?);
     Ok(Array::from_f32_unchecked(grad_weight(&x, &go, g), weight_shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn vals(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{what}: element {i}: {x} vs {y}");
+        }
+    }
+
+    /// The direct depthwise kernels agree with the im2col path on the same geometry: TF "SAME"
+    /// paddings, strides 1 to 3, dilation, channel multipliers, maps smaller than the kernel,
+    /// and batches large enough for the parallel split.
+    #[test]
+    fn depthwise_kernels_match_im2col() {
+        // (n, channels, h, w, multiplier, kernel, stride, padding before, after, dilation)
+        type Case = (usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2]);
+        let cases: [Case; 9] = [
+            (2, 3, 8, 8, 1, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
+            (2, 3, 8, 8, 1, [3, 3], [2, 2], [0, 0], [1, 1], [1, 1]),
+            (1, 4, 7, 9, 1, [5, 5], [2, 2], [2, 1], [2, 2], [1, 1]),
+            (1, 2, 4, 4, 1, [5, 5], [1, 1], [2, 2], [2, 2], [1, 1]),
+            (2, 2, 9, 10, 3, [3, 2], [3, 2], [1, 0], [2, 1], [2, 1]),
+            (1, 2, 1, 1, 2, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
+            (1, 3, 5, 1, 1, [1, 1], [2, 2], [0, 0], [0, 0], [1, 1]),
+            (8, 24, 14, 14, 1, [5, 5], [1, 1], [2, 2], [2, 2], [1, 1]),
+            (4, 16, 15, 15, 4, [3, 3], [2, 2], [1, 1], [1, 1], [1, 1]),
+        ];
+        for (i, &(n, c, h, w, mult, k, s, p, pe, d)) in cases.iter().enumerate() {
+            let o = Conv2dOptions::default().stride(s).padding(p).padding_end(pe).dilation(d).groups(c);
+            let g = geom2d("test", &[n, c, h, w], &[c * mult, 1, k[0], k[1]], &o).unwrap();
+            assert!(g.depthwise());
+            let x = vals(n * c * h * w, 10 * i as u64 + 1);
+            let wt = vals(c * mult * k[0] * k[1], 10 * i as u64 + 2);
+            let b = vals(c * mult, 10 * i as u64 + 3);
+            let gout = vals(n * c * mult * g.p(), 10 * i as u64 + 4);
+            let bx = vals(c, 10 * i as u64 + 5);
+            let what = format!("case {i}");
+            close(&dw_forward(&x, &wt, Some(&b), &g), &im2col_forward(&x, &wt, Some(&b), &g), &what);
+            close(&dw_grad_data(&gout, &wt, None, &g), &im2col_grad_data(&gout, &wt, None, &g), &what);
+            close(&dw_grad_data(&gout, &wt, Some(&bx), &g), &im2col_grad_data(&gout, &wt, Some(&bx), &g), &what);
+            close(&dw_grad_weight(&x, &gout, &g), &im2col_grad_weight(&x, &gout, &g), &what);
+        }
+    }
 }

@@ -219,3 +219,32 @@ fn errors_name_the_op_and_shapes() {
     let e = scaled_dot_product_attention(&t(&[4]), &t(&[5, 4]), &t(&[5, 2]), None, false, None).unwrap_err();
     assert!(e.to_string().contains("at least 2 dims"), "{e}");
 }
+
+#[test]
+fn causal_blocks_match_an_explicit_mask_on_long_sequences() {
+    // Several 32-row blocks, L = S, L < S and L > S: `is_causal` (blocked, skipping the upper
+    // triangle) against the same triangle given as a -inf mask (the full products).
+    for (n, &(l, s)) in [(70, 70), (40, 100), (100, 40)].iter().enumerate() {
+        let seed = 900 + n as u64 * 10;
+        let mk = |shape: &[usize], k: u64| Tensor::from_array(uniform(shape, -1.0, 1.0, seed + k)).requires_grad_(true);
+        let run = |causal: bool| {
+            let (q, k, v) = (mk(&[2, 3, l, 8], 1), mk(&[2, 3, s, 8], 2), mk(&[2, 3, s, 5], 3));
+            let mask = (!causal).then(|| {
+                let m: Vec<f32> = (0..l * s).map(|x| if x % s > x / s { f32::NEG_INFINITY } else { 0.0 }).collect();
+                Tensor::from_vec(m, &[l, s]).unwrap()
+            });
+            let y = scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), causal, None).unwrap();
+            let w = Tensor::from_array(uniform(y.shape(), -1.0, 1.0, seed + 4));
+            y.try_mul(&w).unwrap().sum_all().backward().unwrap();
+            let mut all = y.to_vec_f32().unwrap();
+            for t in [&q, &k, &v] {
+                all.extend(t.grad().unwrap().to_vec_f32().unwrap());
+            }
+            all
+        };
+        let (a, b) = (run(true), run(false));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-5 + 1e-4 * y.abs(), "L {l} S {s}: element {i}: {x} vs {y}");
+        }
+    }
+}

@@ -333,7 +333,7 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize, mask: Option<&Array>, 
     drop(ctx);
     Ok(Tensor::from_op(out, NAME, &[qkv], move |g, _| {
         let g4 = g.reshape_to(&[b, t, n_head, d])?.transpose(1, 2)?;
-        let grads = Array::scaled_dot_product_attention_backward(&q, &k, &v, &probs, &g4, scale, [true; 3])?;
+        let grads = Array::scaled_dot_product_attention_backward_causal(&q, &k, &v, &probs, &g4, scale, [true; 3])?;
         let parts: Vec<Array> = grads
             .into_iter()
             .map(|gi| Ok(gi.ok_or_else(|| Error::op(NAME, "backward: missing a q/k/v gradient"))?.contiguous()))

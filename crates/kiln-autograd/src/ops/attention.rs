@@ -40,8 +40,12 @@ pub fn scaled_dot_product_attention(
     let mask = attn_mask.map(Tensor::data);
     let (out, probs) = q.scaled_dot_product_attention_probs(&k, &v, mask.as_ref(), is_causal, scale)?;
     Ok(Tensor::from_op(out, "scaled_dot_product_attention", &[query, key, value], move |g, needs| {
-        let [dq, dk, dv] =
-            Array::scaled_dot_product_attention_backward(&q, &k, &v, &probs, g, scale, [needs[0], needs[1], needs[2]])?;
+        let needs = [needs[0], needs[1], needs[2]];
+        let [dq, dk, dv] = if is_causal {
+            Array::scaled_dot_product_attention_backward_causal(&q, &k, &v, &probs, g, scale, needs)?
+        } else {
+            Array::scaled_dot_product_attention_backward(&q, &k, &v, &probs, g, scale, needs)?
+        };
         Ok(vec![dq, dk, dv])
     }))
 }

@@ -71,6 +71,11 @@ impl<'a> Batched<'a, f32> {
     fn mat(&self, b: usize, batch: &[usize]) -> MatRef<'a> {
         MatRef::new(self.data, self.offset_of(b, batch), self.rows, self.cols, self.rs, self.cs)
     }
+
+    /// Rows `r0..r0 + n` of the matrix of batch element `b`.
+    fn rows(&self, b: usize, batch: &[usize], r0: usize, n: usize) -> MatRef<'a> {
+        MatRef::new(self.data, self.offset_of(b, batch) + r0 * self.rs, n, self.cols, self.rs, self.cs)
+    }
 }
 
 /// The attention mask, read per row.
@@ -172,6 +177,15 @@ fn dimensions(q: &Array, k: &Array, v: &Array) -> Result<Dimensions> {
     Ok(Dimensions { batch, l, s, e, ev })
 }
 
+/// Rows per block of the causal paths: with `is_causal` the products are computed block by
+/// block, skipping the blocks above the diagonal (where the probabilities are exactly 0).
+const CAUSAL_BLOCK: usize = 32;
+
+/// The `(start, len)` row blocks of `n` rows.
+fn blocks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n).step_by(CAUSAL_BLOCK).map(move |r0| (r0, CAUSAL_BLOCK.min(n - r0)))
+}
+
 /// True when the batches should be split over the pool (each GEMM then stays on its thread).
 fn batch_parallel(nbatch: usize, work_per_batch: usize) -> bool {
     let threads = rayon::current_num_threads();
@@ -266,7 +280,17 @@ impl Array {
             if l == 0 {
                 return;
             }
-            gemm(MatMut::row_major(p, l, s), qb.mat(b, batch), kb.mat(b, batch).t(), scale, false, par);
+            if is_causal {
+                // Query rows r0..r0+n see keys 0..min(r0+n, s) only: the rest of their
+                // scores stay 0 here and are set to −inf below.
+                for (r0, n) in blocks(l) {
+                    let c1 = (r0 + n).min(s);
+                    let pm = MatMut::new(p, r0 * s, n, c1, s, 1);
+                    gemm(pm, qb.rows(b, batch, r0, n), kb.rows(b, batch, 0, c1).t(), scale, false, par);
+                }
+            } else {
+                gemm(MatMut::row_major(p, l, s), qb.mat(b, batch), kb.mat(b, batch).t(), scale, false, par);
+            }
             if s > 0 {
                 let mut row = vec![0f32; s];
                 for (i, pr) in p.chunks_exact_mut(s).enumerate() {
@@ -280,7 +304,15 @@ impl Array {
                     softmax_row(&row, pr);
                 }
             }
-            gemm(MatMut::row_major(o, l, ev), MatRef::row_major(p, l, s), vb.mat(b, batch), 1.0, false, par);
+            if is_causal && s > 0 {
+                for (r0, n) in blocks(l) {
+                    let c1 = (r0 + n).min(s);
+                    let pm = MatRef::new(p, r0 * s, n, c1, s, 1);
+                    gemm(MatMut::new(o, r0 * ev, n, ev, ev, 1), pm, vb.rows(b, batch, 0, c1), 1.0, false, par);
+                }
+            } else {
+                gemm(MatMut::row_major(o, l, ev), MatRef::row_major(p, l, s), vb.mat(b, batch), 1.0, false, par);
+            }
         });
         let out = Array::from_f32_unchecked(out, &dm.shape(l, ev));
         let probs = Array::from_f32_unchecked(probs, &dm.shape(l, s));
@@ -300,6 +332,39 @@ impl Array {
         scale: Option<f32>,
         needs: [bool; 3],
     ) -> Result<[Option<Array>; 3]> {
+        sdpa_backward(query, key, value, probs, grad, scale, needs, false)
+    }
+
+    /// [`Array::scaled_dot_product_attention_backward`] for `probs` from a call with
+    /// `is_causal` (whatever the mask): the probabilities above the diagonal are exactly 0, so
+    /// the blocks there are skipped in every product.
+    pub fn scaled_dot_product_attention_backward_causal(
+        query: &Array,
+        key: &Array,
+        value: &Array,
+        probs: &Array,
+        grad: &Array,
+        scale: Option<f32>,
+        needs: [bool; 3],
+    ) -> Result<[Option<Array>; 3]> {
+        sdpa_backward(query, key, value, probs, grad, scale, needs, true)
+    }
+}
+
+/// The backward of the attention; with `causal`, skips the blocks of `probs` above the
+/// diagonal (exactly 0 there).
+#[allow(clippy::too_many_arguments)]
+fn sdpa_backward(
+    query: &Array,
+    key: &Array,
+    value: &Array,
+    probs: &Array,
+    grad: &Array,
+    scale: Option<f32>,
+    needs: [bool; 3],
+    causal: bool,
+) -> Result<[Option<Array>; 3]> {
+    {
         let dm = dimensions(query, key, value)?;
         let (l, s, e, ev) = (dm.l, dm.s, dm.e, dm.ev);
         let scale = scale.unwrap_or(1.0 / (e as f32).sqrt());
@@ -337,24 +402,67 @@ impl Array {
             let p = &ps[b * l * s..(b + 1) * l * s];
             let pm = MatRef::row_major(p, l, s);
             let g = gb.mat(b, batch);
+            // Causal: P[i, j] = 0 for j > i, so key block c0..c0+n only meets query rows
+            // c0..l, and query block r0..r0+n only keys 0..min(r0+n, s).
+            let causal = causal && l > 0 && s > 0;
             if let Some(dv) = dv {
-                gemm(MatMut::row_major(dv, s, ev), pm.t(), g, 1.0, false, par);
+                if causal {
+                    for (c0, n) in blocks(s) {
+                        let r = l.saturating_sub(c0);
+                        let dvm = MatMut::new(dv, c0 * ev, n, ev, ev, 1);
+                        if r == 0 {
+                            continue; // no query sees these keys: dv stays 0
+                        }
+                        let pt = MatRef::new(p, c0 * s + c0, r, n, s, 1).t();
+                        gemm(dvm, pt, gb.rows(b, batch, c0, r), 1.0, false, par);
+                    }
+                } else {
+                    gemm(MatMut::row_major(dv, s, ev), pm.t(), g, 1.0, false, par);
+                }
             }
             if !need_s || l == 0 || s == 0 {
                 return;
             }
             let mut dp = vec![0f32; l * s];
-            gemm(MatMut::row_major(&mut dp, l, s), g, vb.mat(b, batch).t(), 1.0, false, par);
+            if causal {
+                for (r0, n) in blocks(l) {
+                    let c1 = (r0 + n).min(s);
+                    let dpm = MatMut::new(&mut dp, r0 * s, n, c1, s, 1);
+                    gemm(dpm, gb.rows(b, batch, r0, n), vb.rows(b, batch, 0, c1).t(), 1.0, false, par);
+                }
+            } else {
+                gemm(MatMut::row_major(&mut dp, l, s), g, vb.mat(b, batch).t(), 1.0, false, par);
+            }
             let mut ds = vec![0f32; l * s];
             for ((y, gr), o) in p.chunks_exact(s).zip(dp.chunks_exact(s)).zip(ds.chunks_exact_mut(s)) {
                 softmax_backward_row(y, gr, o);
             }
             let dsm = MatRef::row_major(&ds, l, s);
             if let Some(dq) = dq {
-                gemm(MatMut::row_major(dq, l, e), dsm, kb.mat(b, batch), scale, false, par);
+                if causal {
+                    for (r0, n) in blocks(l) {
+                        let c1 = (r0 + n).min(s);
+                        let dsb = MatRef::new(&ds, r0 * s, n, c1, s, 1);
+                        gemm(MatMut::new(dq, r0 * e, n, e, e, 1), dsb, kb.rows(b, batch, 0, c1), scale, false, par);
+                    }
+                } else {
+                    gemm(MatMut::row_major(dq, l, e), dsm, kb.mat(b, batch), scale, false, par);
+                }
             }
             if let Some(dk) = dk {
-                gemm(MatMut::row_major(dk, s, e), dsm.t(), qb.mat(b, batch), scale, false, par);
+                if causal {
+                    for (c0, n) in blocks(s) {
+                        let r = l.saturating_sub(c0);
+                        if r == 0 {
+                            continue;
+                        }
+                        let dst = MatRef::new(&ds, c0 * s + c0, r, n, s, 1).t();
+                        let dkm = MatMut::new(dk, c0 * e, n, e, e, 1);
+                        gemm(dkm, dst, qb.rows(b, batch, c0, r), scale, false, par);
+                    }
+                } else {
+                    gemm(MatMut::row_major(dk, s, e), dsm.t(), qb.mat(b, batch), scale, false, par);
+                }
             }
         });
         let finish = |v: Vec<f32>, need: bool, rows: usize, cols: usize, like: &Array| -> Result<Option<Array>> {

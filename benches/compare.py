@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Side-by-side run of kiln's benchmarks and PyTorch's, in one session.
 
-  cargo build --release --example bench_micro --example bench_train --example bench_layers
-  python3 benches/compare.py --peers ../shared/bench --python venv/bin/python --rounds 3 [--suite micro|train|layers|all]
+  cargo build --release --example bench_micro --example bench_train --example bench_layers --example bench_encoder
+  python3 benches/compare.py --peers ../shared/bench --python venv/bin/python --rounds 3 [--suite micro|train|layers|encoder|all]
 
 micro: PyTorch's torch_micro.py and W0 of torch_bench.py against kiln's examples/bench_micro.
 train: W2, W3 and W5 of torch_bench.py against kiln's examples/bench_train.
 layers: benches/torch_layers.py (conv2d, layer_norm, cross-entropy alone) against
 kiln's examples/bench_layers.
+encoder: W4a, W4b and W4c of torch_bench.py (MiniLM-shaped BERT encoder) against kiln's
+examples/bench_encoder.
 Each round runs every thread count of both sides; the table shows the medians over rounds and
 kiln's figure over PyTorch's.
 """
@@ -34,7 +36,7 @@ def main():
     ap.add_argument("--peers", default="../shared/bench")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--kiln-dir", default="target/release/examples")
-    ap.add_argument("--suite", default="all", choices=["micro", "train", "layers", "all"])
+    ap.add_argument("--suite", default="all", choices=["micro", "train", "layers", "encoder", "all"])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -55,6 +57,10 @@ def main():
                 here = os.path.dirname(os.path.abspath(__file__))
                 recs += run([a.python, os.path.join(here, "torch_layers.py"), "--peers", a.peers, "--threads", str(t)], t)
                 recs += run([os.path.join(a.kiln_dir, "bench_layers"), "--threads", str(t)], t)
+            if a.suite in ("encoder", "all"):
+                recs += run([a.python, os.path.join(a.peers, "torch_bench.py"), "--workloads", "w4a,w4b,w4c", "--threads", str(t)], t)
+                for w in ("w4a", "w4b", "w4c"):  # one process each, so W4b's peak RSS is its own
+                    recs += run([os.path.join(a.kiln_dir, "bench_encoder"), "--threads", str(t), "--only", w], t)
             for r in recs:
                 if "value" not in r:
                     continue

@@ -2,7 +2,7 @@
 //! `shared/bench/mission/e3_minilm_sentiment.py`, same split, tokens, pooling, head and optimizer).
 //!
 //! `cargo run --release --example minilm_sentiment -- --model DIR --data DIR --mode frozen|finetune|lora
-//!  [--max-steps N] [--threads N] [--save FILE]`
+//!  [--max-steps N] [--threads N] [--save FILE]` (`--save`: lora mode writes the merged encoder as safetensors)
 //!
 //! `--data` is `text/sentiment` (`twitter_sentiment.tsv` and `split.json`: train = its 4000
 //! `train` rows, test = its 2000 `test` rows, 0-based data rows). Tokens: truncate 64, pad to 64.
@@ -53,10 +53,11 @@ struct Args {
     data: PathBuf,
     mode: Mode,
     max_steps: Option<usize>,
+    save: Option<PathBuf>,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
-    let (mut model, mut data, mut mode, mut max_steps) = (None, None, None, None);
+    let (mut model, mut data, mut mode, mut max_steps, mut save) = (None, None, None, None, None);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
@@ -71,6 +72,7 @@ fn parse_args() -> std::result::Result<Args, String> {
                     m => return Err(format!("unknown mode {m:?}\n{USAGE}")),
                 })
             }
+            "--save" => save = Some(PathBuf::from(value()?)),
             "--max-steps" => {
                 let v = value()?;
                 max_steps = Some(v.parse().map_err(|_| format!("--max-steps {v:?} is not a number"))?);
@@ -89,6 +91,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         data: data.ok_or_else(|| format!("--data is required\n{USAGE}"))?,
         mode: mode.ok_or_else(|| format!("--mode is required\n{USAGE}"))?,
         max_steps,
+        save,
     })
 }
 
@@ -315,6 +318,11 @@ fn run(args: &Args) -> Result<()> {
             if args.mode == Mode::Lora {
                 let merged = merge_lora(&mut bert)?;
                 println!("merged {merged} adapters; state dict has {} tensors", bert.state_dict().len());
+                if let Some(path) = &args.save {
+                    // The merged encoder under its original Hugging Face names and shapes.
+                    kiln::io::save_module(&bert, path)?;
+                    println!("saved the merged encoder to {}", path.display());
+                }
             }
             bert.eval();
             let t = Instant::now();

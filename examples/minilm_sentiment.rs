@@ -204,7 +204,7 @@ fn schedule(peak: f32, s: usize, total: usize) -> f32 {
     if s < warm {
         peak * s as f32 / warm as f32
     } else {
-        peak * (total - s).max(0) as f32 / (total - warm).max(1) as f32
+        peak * total.saturating_sub(s) as f32 / (total - warm).max(1) as f32
     }
 }
 

@@ -3,7 +3,7 @@
 //! `cargo run --release --example gpt_austen -- [--data FILE] [--steps N] [--eval-every N]
 //! [--threads N] [--max-val-windows N]`
 //!
-//! The text (`--data`, else `$KILN_AUSTEN`, else `/work/shared/assets/text/austen-all.txt`) is
+//! The text (`--data`, else `$KILN_AUSTEN`, else `../shared/assets/text/austen-all.txt`) is
 //! encoded with its sorted characters as the vocabulary; train = the first `int(0.9 n)`
 //! characters, val = the rest. The model is GPT-2 style: 4 pre-LN blocks, 4 heads, width 128,
 //! context 128, learned positions, exact-erf GELU, LayerNorm eps 1e-5, no dropout, an untied
@@ -29,7 +29,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "usage: gpt_austen [--data FILE] [--steps N] [--eval-every N] [--threads N] [--max-val-windows N]";
-const DEFAULT_DATA: &str = "/work/shared/assets/text/austen-all.txt";
+const DEFAULT_DATA: &str = "../shared/assets/text/austen-all.txt";
 const CTX: usize = 128;
 const BATCH: usize = 32;
 const EVAL_BATCH: usize = 64;

@@ -1,6 +1,8 @@
 //! Checkpoint files: the layout round-trips, interrupted saves leave the previous checkpoint
 //! intact, and files that are not checkpoints are refused with the file named.
 
+mod common;
+use common::FailAfter;
 use kiln_autograd::random::{Generator, GeneratorState};
 use kiln_io::{
     load_checkpoint, read_safetensors, save_checkpoint, save_safetensors, temp_path, write_atomically,
@@ -10,14 +12,10 @@ use kiln_optim::SchedulerState;
 use kiln_tensor::{Array, DType};
 use rand::RngCore;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 fn dir(test: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-io-ckpt-{test}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("ckpt-{test}"))
 }
 
 fn gen_state(seed: u64, draws: usize) -> GeneratorState {
@@ -104,26 +102,6 @@ fn every_part_round_trips_in_one_safetensors_file() {
     save_checkpoint(&path, &bare).unwrap();
     let back = load_checkpoint(&path).unwrap();
     assert!(back.optimizer.is_none() && back.scheduler.is_none() && back.rng.is_none() && back.model.is_empty());
-}
-
-/// A writer that fails after `left` bytes.
-struct FailAfter<'a> {
-    inner: &'a mut dyn Write,
-    left: usize,
-}
-
-impl Write for FailAfter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
-            return Err(std::io::Error::other("injected failure mid-save"));
-        }
-        let n = buf.len().min(self.left);
-        self.left -= n;
-        self.inner.write(&buf[..n])
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Module save / load: names, buffers, strict and non-strict loading, key maps and
 //! transforms for foreign layouts.
 
+mod common;
 use kiln_io::{load_module, load_safetensors, read_safetensors, save_module, save_safetensors, KeyMap, LoadOptions};
 use kiln_nn::{init, BatchNorm1d, Linear, Module};
 use kiln_tensor::{Array, DType};
@@ -8,10 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn dir(test: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-io-mod-{test}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("mod-{test}"))
 }
 
 #[derive(Module)]

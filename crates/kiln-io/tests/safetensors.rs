@@ -2,6 +2,8 @@
 //! conversions against hand-computed values, atomic writes, and one test per kind of
 //! malformed file (crafted byte by byte).
 
+mod common;
+use common::FailAfter;
 use kiln_io::{
     load_safetensors, load_safetensors_bytes, read_header, read_safetensors, save_safetensors, temp_path,
     write_atomically, write_safetensors, Dtype,
@@ -10,14 +12,10 @@ use kiln_tensor::{Array, DType, Error};
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::PathBuf;
 
 fn dir(test: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-io-st-{test}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("st-{test}"))
 }
 
 /// A file from a header string and data bytes.
@@ -174,26 +172,6 @@ fn u64_values_beyond_i64_are_an_error() {
 }
 
 // ------------------------------------------------------------------ atomic writes
-
-/// A writer that fails after `left` bytes, like a full disk or a killed process.
-struct FailAfter<'a> {
-    inner: &'a mut dyn Write,
-    left: usize,
-}
-
-impl Write for FailAfter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
-            return Err(std::io::Error::other("injected failure: disk full"));
-        }
-        let n = buf.len().min(self.left);
-        self.left -= n;
-        self.inner.write(&buf[..n])
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 #[test]
 fn a_save_failing_part_way_leaves_the_previous_file_intact() {

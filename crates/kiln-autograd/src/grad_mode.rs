@@ -42,6 +42,13 @@ impl Drop for NoGradGuard {
     }
 }
 
+/// Runs `f` with recording set to `enabled` on this thread, restoring the previous mode after.
+pub(crate) fn with_grad_mode<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
+    let prev = GRAD_ENABLED.with(|g| g.replace(enabled));
+    let _restore = NoGradGuard { prev };
+    f()
+}
+
 /// Runs `f` with recording disabled on this thread: PyTorch's `with torch.no_grad():`.
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();

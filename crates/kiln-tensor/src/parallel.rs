@@ -59,8 +59,14 @@ pub fn num_threads() -> usize {
 }
 
 /// Runs `f` on one of kiln's worker threads, so the kernels it calls split their work
-/// without first handing it over from a thread outside the pool.
+/// without first handing it over from a thread outside the pool (one wake-up for the whole
+/// of `f` instead of one per kernel). Runs `f` in place when already on a worker thread or
+/// when the pool has a single thread. Thread-local state (such as autograd's `no_grad` mode)
+/// is the worker's, not the caller's.
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() || rayon::current_num_threads() == 1 {
+        return f();
+    }
     let mut out = None;
     rayon::scope(|s| s.spawn(|_| out = Some(f())));
     out.expect("the scope ran the closure")

@@ -15,6 +15,9 @@ pub fn gather<T: Copy>(src: &[T], layout: &Layout) -> Vec<T> {
     layout.for_each_row(|off| {
         if stride == 1 {
             out.extend_from_slice(&src[off..off + len]);
+        } else if stride == 0 {
+            // A broadcast row (e.g. the gradient of a sum or mean): one value repeated.
+            out.resize(out.len() + len, src[off]);
         } else {
             out.extend((0..len).map(|i| src[off + i * stride]));
         }

@@ -22,6 +22,7 @@
 //! calling thread. Per-chunk partial sums (parameter gradients, batch statistics) are kept
 //! in f64 and merged in chunk order, so repeated runs give identical results.
 
+use super::output_buffer;
 use super::reduce::{dispatched, sum_slice, sum_sq_dev};
 use crate::parallel::PAR_ELEMS;
 use crate::{bail, Array, DType, Result};
@@ -370,7 +371,8 @@ fn row_forward(x: &[f32], out: &mut [f32], (m, r): ((f32, f32), f32), w: Option<
 /// The forward of a row-wise normalization: `(output, mean, rstd)`.
 fn rows_forward(x: &[f32], p: Rows, w: Option<&[f32]>, b: Option<&[f32]>, eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let len = p.len();
-    let mut out = vec![0f32; x.len()];
+    // Every row is written in full by `row_forward` below (one call per row, all rows).
+    let mut out = output_buffer(x.len());
     if x.is_empty() {
         return (out, vec![f32::NAN; p.rows], vec![f32::NAN; p.rows]);
     }
@@ -484,7 +486,8 @@ fn rows_backward(
 ) -> (Option<Vec<f32>>, Acc, Acc) {
     let len = p.len();
     let nacc = p.groups * p.k;
-    let mut dx = needs.input.then(|| vec![0f32; x.len()]);
+    // `row_backward` writes every element of each row's `dx` (all rows are visited).
+    let mut dx = needs.input.then(|| output_buffer(x.len()));
     if x.is_empty() {
         let acc = |need: bool| need.then(|| vec![0f64; nacc]);
         return (dx, acc(needs.weight), acc(needs.bias));

@@ -715,10 +715,9 @@ impl Array {
 pub fn mean_backward(g: &Array, in_shape: &[usize], dims: Option<&[isize]>) -> Result<Array> {
     let mask = reduce_mask("mean", in_shape.len(), dims)?;
     let n = reduced_count(in_shape, &mask) as f32;
-    // A fresh buffer when `g` is really broadcast; `make_mut_f32` copies when it is shared.
-    let mut out = expand_reduced(g, in_shape, &mask)?.contiguous();
-    out.make_mut_f32()?.iter_mut().for_each(|v| *v /= n);
-    Ok(out)
+    // Divide the (small) reduced gradient first, then broadcast it in one pass.
+    let scaled = g.map("mean_backward", move |v| v / n)?;
+    Ok(expand_reduced(&scaled, in_shape, &mask)?.contiguous())
 }
 
 /// Gradient of [`Array::amax`] for input `x`, output `out` and output gradient `g`: each

@@ -7,6 +7,7 @@
 //! subtracted first): `-inf` logits give probability 0 (log-probability `-inf`) and finite
 //! gradients. Large inputs are split over rayon's pool by rows or slabs.
 
+use super::output_buffer;
 use super::reduce::{dispatched, dot_slice, max_slice, par_rows, sum_slice};
 use super::vmath::{exp_inplace, exp_slice};
 use crate::layout::normalize_dim;
@@ -131,18 +132,6 @@ dispatched! {
             }
         }
     }
-}
-
-/// A buffer of `n` f32 for the kernels of this file, which write every element of their
-/// output rows before reading any. Skipping the zero fill saves a pass over the output.
-#[allow(clippy::uninit_vec)]
-fn output_buffer(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: f32 has no invalid bit patterns, and every kernel given this buffer (the row and
-    // slab kernels above, through `par_rows`, which covers all rows) writes each element
-    // before it reads it.
-    unsafe { v.set_len(n) };
-    v
 }
 
 /// `(outer, n, inner)` of `shape` split at the (normalized) dim `d`.

@@ -86,7 +86,8 @@ fn run() -> Result<()> {
         mnist::Args::parse(&["model", "data", "train", "test", "epochs", "threads", "seed", "batch-size"], USAGE)?;
     let threads = mnist::set_threads(&args)?;
     let (n_train, n_test) = (args.get_or("train", 2000usize)?, args.get_or("test", 1000usize)?);
-    let (epochs, batch, seed) = (args.get_or("epochs", 10)?, args.get_or("batch-size", 64)?, args.get_or("seed", 0u64)?);
+    let (epochs, batch, seed) =
+        (args.get_or("epochs", 10)?, args.get_or("batch-size", 64)?, args.get_or("seed", 0u64)?);
     let (train, test) = mnist::load(&args)?;
     if n_train > train.len() || n_test > test.len() || n_train == 0 || n_test == 0 {
         return Err(Error::Msg(format!(
@@ -115,7 +116,9 @@ fn run() -> Result<()> {
     let test_features = features(&backbone, &test, n_test, &resize)?;
     let test_seconds = t1.elapsed().as_secs_f64();
     let per_second = (n_train + n_test) as f64 / (train_seconds + test_seconds);
-    println!("features: {n_train} in {train_seconds:.2} s + {n_test} in {test_seconds:.2} s ({per_second:.1} images/s)");
+    println!(
+        "features: {n_train} in {train_seconds:.2} s + {n_test} in {test_seconds:.2} s ({per_second:.1} images/s)"
+    );
     drop(backbone);
 
     let labels = |d: &ArrayDataset, n: usize| d.label_slice()[..n].to_vec();

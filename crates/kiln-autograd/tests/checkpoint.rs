@@ -226,7 +226,7 @@ fn nested_checkpoints_and_backward_under_no_grad() {
     let _g = serial();
     let w = Tensor::from_vec(vec![0.5, -1.5], &[2]).unwrap().requires_grad_(true);
     let x = Tensor::from_vec(vec![2.0, 3.0], &[2]).unwrap().requires_grad_(true);
-    let (w1, w2) = (w.clone(), w.clone());
+    let w1 = w.clone();
     // y = (x·w)·w = x·w², checkpointed inside a checkpoint.
     let y = checkpoint(
         move |xs| {

@@ -2,7 +2,9 @@
 //! `shared/bench/mission/e3_minilm_sentiment.py`, same split, tokens, pooling, head and optimizer).
 //!
 //! `cargo run --release --example minilm_sentiment -- --model DIR --data DIR --mode frozen|finetune|lora
-//!  [--max-steps N] [--threads N] [--save FILE]` (`--save`: lora mode writes the merged encoder as safetensors)
+//!  [--max-steps N] [--threads N] [--save FILE] [--grad-checkpoint]` (`--save`: lora mode writes the merged encoder
+//!  as safetensors; `--grad-checkpoint`: finetune and lora modes recompute each encoder layer's activations in
+//!  backward instead of keeping them, `BertModel::set_gradient_checkpointing`)
 //!
 //! `--data` is `text/sentiment` (`twitter_sentiment.tsv` and `split.json`: train = its 4000
 //! `train` rows, test = its 2000 `test` rows, 0-based data rows). Tokens: truncate 64, pad to 64.
@@ -35,7 +37,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: minilm_sentiment --model DIR --data DIR --mode frozen|finetune|lora [--max-steps N] [--threads N]";
+    "usage: minilm_sentiment --model DIR --data DIR --mode frozen|finetune|lora [--max-steps N] [--threads N] \
+     [--save FILE] [--grad-checkpoint]";
 const MAX_LEN: usize = 64;
 const BATCH: usize = 32;
 const EVAL_BATCH: usize = 64;
@@ -54,10 +57,12 @@ struct Args {
     mode: Mode,
     max_steps: Option<usize>,
     save: Option<PathBuf>,
+    grad_checkpoint: bool,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
     let (mut model, mut data, mut mode, mut max_steps, mut save) = (None, None, None, None, None);
+    let mut grad_checkpoint = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
@@ -73,6 +78,7 @@ fn parse_args() -> std::result::Result<Args, String> {
                 })
             }
             "--save" => save = Some(PathBuf::from(value()?)),
+            "--grad-checkpoint" => grad_checkpoint = true,
             "--max-steps" => {
                 let v = value()?;
                 max_steps = Some(v.parse().map_err(|_| format!("--max-steps {v:?} is not a number"))?);
@@ -92,6 +98,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         mode: mode.ok_or_else(|| format!("--mode is required\n{USAGE}"))?,
         max_steps,
         save,
+        grad_checkpoint,
     })
 }
 
@@ -223,14 +230,23 @@ fn run(args: &Args) -> Result<()> {
     let tok = Tokenizer::from_pretrained(&args.model)?.with_max_len(MAX_LEN)?.with_padding(Padding::Fixed(MAX_LEN))?;
     let (train, test) = (tokenize(&tok, &rows, &tr_idx)?, tokenize(&tok, &rows, &te_idx)?);
     let mut bert = BertModel::from_pretrained(&args.model)?;
+    if args.grad_checkpoint {
+        if args.mode == Mode::Frozen {
+            return Err(Error::Msg(
+                "--grad-checkpoint applies to --mode finetune and lora (frozen records no graph)".into(),
+            ));
+        }
+        bert.set_gradient_checkpointing(true);
+    }
     let load_s = t_load.elapsed().as_secs_f64();
     let mut counts = [0usize; 3];
     for &l in &train.labels {
         counts[l as usize] += 1;
     }
     println!(
-        "mode {:?}: {} train / {} test rows, train label counts {counts:?}, load {load_s:.1} s, {} threads",
+        "mode {:?}{}: {} train / {} test rows, train label counts {counts:?}, load {load_s:.1} s, {} threads",
         args.mode,
+        if args.grad_checkpoint { " (gradient checkpointing)" } else { "" },
         train.len(),
         test.len(),
         kiln::num_threads()

@@ -49,6 +49,32 @@ pub(crate) fn with_grad_mode<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// While alive, ops on this thread record again, even inside a [`no_grad`] scope (PyTorch's
+/// `torch.enable_grad()`). Restores the previous mode when dropped.
+pub struct EnableGradGuard {
+    prev: bool,
+}
+
+impl EnableGradGuard {
+    /// Enables recording on this thread until the guard is dropped.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        EnableGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(true)) }
+    }
+}
+
+impl Drop for EnableGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// Runs `f` with recording enabled on this thread: PyTorch's `with torch.enable_grad():`.
+pub fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = EnableGradGuard::new();
+    f()
+}
+
 /// Runs `f` with recording disabled on this thread: PyTorch's `with torch.no_grad():`.
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();

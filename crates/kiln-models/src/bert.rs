@@ -23,6 +23,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::checkpointing::checkpoint_block;
+
 const OP: &str = "bert";
 
 /// A BERT configuration, as in a Hugging Face `config.json` (`BertConfig`). Missing fields
@@ -218,7 +220,7 @@ impl BertEmbeddings {
 }
 
 /// `attention.self`: the query, key and value projections.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct BertSelfAttention {
     /// `[hidden, hidden]` + bias.
     pub query: Linear,
@@ -267,7 +269,7 @@ impl BertSelfAttention {
 
 /// `attention.output` (and, as [`BertOutput`], the feed-forward `output`): dense, dropout,
 /// residual, LayerNorm.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct BertSelfOutput {
     /// The projection.
     pub dense: Linear,
@@ -290,7 +292,7 @@ impl BertSelfOutput {
 pub type BertOutput = BertSelfOutput;
 
 /// `attention`: self-attention and its output block.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct BertAttention {
     /// `attention.self`.
     #[module(rename = "self")]
@@ -300,7 +302,7 @@ pub struct BertAttention {
 }
 
 /// `intermediate`: the first feed-forward projection and the activation.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct BertIntermediate {
     /// `[intermediate, hidden]` + bias.
     pub dense: Linear,
@@ -309,7 +311,7 @@ pub struct BertIntermediate {
 }
 
 /// `encoder.layer.{i}`: attention, then the feed-forward block.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct BertLayer {
     /// `attention`.
     pub attention: BertAttention,
@@ -381,6 +383,8 @@ pub struct BertModel {
     pub pooler: Option<BertPooler>,
     #[module(skip)]
     config: BertConfig,
+    #[module(skip)]
+    gradient_checkpointing: bool,
 }
 
 /// How a parameter is initialised by [`BertModel::new`].
@@ -464,7 +468,13 @@ impl BertModel {
             });
         }
         let pooler = if pooler { Some(BertPooler { dense: build_linear(p, "pooler.dense", h, h)? }) } else { None };
-        Ok(BertModel { embeddings, encoder: BertEncoder { layer: layers }, pooler, config: config.clone() })
+        Ok(BertModel {
+            embeddings,
+            encoder: BertEncoder { layer: layers },
+            pooler,
+            config: config.clone(),
+            gradient_checkpointing: false,
+        })
     }
 
     /// A freshly initialised model, as Hugging Face initialises one: linear and embedding
@@ -556,6 +566,22 @@ impl BertModel {
         &self.config
     }
 
+    /// Turns gradient checkpointing of the encoder layers on or off (Hugging Face's
+    /// `gradient_checkpointing_enable()`; off by default). When on, each layer runs through
+    /// [`kiln_autograd::checkpoint`] during training: its activations are not kept for
+    /// backward but recomputed there (dropout masks included), so a forward pass retains one
+    /// `[B, T, hidden]` input per layer instead of every attention and feed-forward
+    /// intermediate, for about one more forward pass of compute per step. Gradients are the
+    /// same. No effect under `no_grad` or when nothing requires grad.
+    pub fn set_gradient_checkpointing(&mut self, enabled: bool) {
+        self.gradient_checkpointing = enabled;
+    }
+
+    /// True when gradient checkpointing is on (see [`BertModel::set_gradient_checkpointing`]).
+    pub fn is_gradient_checkpointing(&self) -> bool {
+        self.gradient_checkpointing
+    }
+
     /// Runs the encoder on `input_ids` `[B, T]` (i64).
     ///
     /// `attention_mask` `[B, T]` (i64, f32 or u8; nonzero = a token, 0 = padding) keeps
@@ -586,7 +612,12 @@ impl BertModel {
         let mask = attention_mask.map(|m| additive_mask(&m.data())).transpose()?.flatten();
         let mut h = self.embeddings.forward(input_ids, token_type_ids)?;
         for layer in &self.encoder.layer {
-            h = layer.forward(&h, mask.as_ref())?;
+            h = if self.gradient_checkpointing {
+                let mask = mask.clone();
+                checkpoint_block(layer, &[h], move |l, xs| l.forward(&xs[0], mask.as_ref()))?
+            } else {
+                layer.forward(&h, mask.as_ref())?
+            };
         }
         let pooler_output = self.pooler.as_ref().map(|p| p.forward(&h)).transpose()?;
         Ok(BertModelOutput { last_hidden_state: h, pooler_output })

@@ -40,6 +40,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::checkpointing::checkpoint_block;
+
 const OP: &str = "gpt";
 
 // ---------------------------------------------------------------------------- config
@@ -243,7 +245,7 @@ pub fn conv1d_gpt2(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
 
 /// GPT-2's `Conv1D` (Hugging Face's name; really a linear layer): `y = x·weight + bias` with
 /// `weight` `[in, out]` (the transpose of [`Linear`]'s layout) and `bias` `[out]`.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct Conv1D {
     /// `[in_features, out_features]`.
     pub weight: Tensor,
@@ -373,7 +375,7 @@ fn padding_mask(mask: &Tensor, b: usize, t: usize) -> Result<Array> {
 
 /// GPT-2's attention block (`attn`): `c_attn` (q | k | v projections, `[E, 3E]`), causal
 /// multi-head attention, `c_proj` (`[E, E]`), and dropout on the probabilities and the output.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct GptAttention {
     /// The packed q | k | v projection, `[E, 3E]`.
     pub c_attn: Conv1D,
@@ -455,7 +457,7 @@ impl GptAttention {
 
 /// GPT-2's feed-forward block (`mlp`): `c_fc` `[E, inner]`, the activation, `c_proj`
 /// `[inner, E]`, dropout.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct GptMlp {
     /// The expansion, `[E, inner]`.
     pub c_fc: Conv1D,
@@ -475,7 +477,7 @@ impl Forward for GptMlp {
 }
 
 /// One pre-LN transformer block (`h.{i}`): `h = h + attn(ln_1(h))`, `h = h + mlp(ln_2(h))`.
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct GptBlock {
     /// The norm before the attention.
     pub ln_1: LayerNorm,
@@ -612,6 +614,8 @@ pub struct Gpt {
     pub lm_head: Option<Linear>,
     #[module(skip)]
     config: GptConfig,
+    #[module(skip)]
+    gradient_checkpointing: bool,
 }
 
 impl Gpt {
@@ -742,12 +746,28 @@ impl Gpt {
             };
             h.push(GptBlock { ln_1, attn, ln_2, mlp });
         }
-        Ok(Gpt { wte, wpe, drop: drop(c.embd_pdrop)?, h, ln_f, lm_head, config })
+        Ok(Gpt { wte, wpe, drop: drop(c.embd_pdrop)?, h, ln_f, lm_head, config, gradient_checkpointing: false })
     }
 
     /// The configuration.
     pub fn config(&self) -> &GptConfig {
         &self.config
+    }
+
+    /// Turns gradient checkpointing of the blocks on or off (Hugging Face's
+    /// `gradient_checkpointing_enable()`; off by default). When on, each block runs through
+    /// [`kiln_autograd::checkpoint`] during training: its activations are not kept for backward
+    /// but recomputed there (dropout masks included), so a forward pass retains one `[B, T, E]`
+    /// input per block instead of every attention and MLP intermediate, for about one more
+    /// forward pass of compute per step. Gradients are the same. No effect under `no_grad`
+    /// (generation) or when nothing requires grad.
+    pub fn set_gradient_checkpointing(&mut self, enabled: bool) {
+        self.gradient_checkpointing = enabled;
+    }
+
+    /// True when gradient checkpointing is on (see [`Gpt::set_gradient_checkpointing`]).
+    pub fn is_gradient_checkpointing(&self) -> bool {
+        self.gradient_checkpointing
     }
 
     /// Checks token ids `[B, T]` (i64) and that `past + T` positions fit.
@@ -786,7 +806,12 @@ impl Gpt {
         let mask = attention_mask.map(|m| padding_mask(m, b, t)).transpose()?;
         let mut x = self.embed(input_ids, 0, t)?;
         for block in &self.h {
-            x = block.forward(&x, mask.as_ref(), None)?;
+            x = if self.gradient_checkpointing {
+                let mask = mask.clone();
+                checkpoint_block(block, &[x], move |b, xs| b.forward(&xs[0], mask.as_ref(), None))?
+            } else {
+                block.forward(&x, mask.as_ref(), None)?
+            };
         }
         self.ln_f.forward(&x)
     }

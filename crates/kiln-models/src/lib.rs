@@ -2,6 +2,7 @@
 //! PyTorch) parameter names, with no renaming adapter.
 
 pub mod bert;
+mod checkpointing;
 pub mod efficientnet;
 pub mod generate;
 pub mod gpt;

@@ -4,7 +4,7 @@ use crate::{Forward, Module};
 use kiln_autograd::ops::dropout::{dropout, dropout_default_rng};
 use kiln_autograd::random::{Generator, GeneratorState};
 use kiln_autograd::{Error, Result, Tensor};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Zeroes each element with probability `p` in training mode and scales the others by
 /// `1/(1-p)` (PyTorch's `nn.Dropout`); the identity in evaluation mode. Has no parameters.
@@ -14,16 +14,17 @@ use std::sync::Mutex;
 /// reproducible and `random::rng_state` / `random::set_rng_state` (which checkpoints save)
 /// capture every such layer at once. A layer built with [`Dropout::with_seed`] owns its
 /// generator instead; its state is saved and restored with [`Dropout::generator_state`] and
-/// [`Dropout::set_generator_state`].
-#[derive(Module, Debug)]
+/// [`Dropout::set_generator_state`]; a clone of the layer shares that generator, as clones of a
+/// layer share its parameters.
+#[derive(Module, Debug, Clone)]
 pub struct Dropout {
     #[module(skip)]
     p: f32,
     #[module(training)]
     training: bool,
-    /// `None`: the default generator.
+    /// `None`: the default generator. Shared by clones.
     #[module(skip)]
-    rng: Option<Mutex<Generator>>,
+    rng: Option<Arc<Mutex<Generator>>>,
 }
 
 impl Dropout {
@@ -37,7 +38,7 @@ impl Dropout {
     /// Dropout with probability `p` and its own generator seeded with `seed`.
     pub fn with_seed(p: f32, seed: u64) -> Result<Dropout> {
         check_p(p)?;
-        Ok(Dropout { p, training: true, rng: Some(Mutex::new(Generator::new(seed))) })
+        Ok(Dropout { p, training: true, rng: Some(Arc::new(Mutex::new(Generator::new(seed)))) })
     }
 
     /// The drop probability.

@@ -15,6 +15,9 @@ use rand::Rng;
 /// whole model): then `y = x·weightᵀ + bias + (alpha/rank)·dropout(x)·Aᵀ·Bᵀ`, and its
 /// parameters include `lora_A.weight` and `lora_B.weight` until the adapter is merged.
 ///
+/// A clone shares the layer's tensors (and its adapter's dropout generator), like a clone of
+/// a [`Tensor`].
+///
 /// ```
 /// use kiln_nn::{Forward, Linear, Module};
 /// use kiln_autograd::Tensor;
@@ -23,7 +26,7 @@ use rand::Rng;
 /// assert_eq!(fc.forward(&Tensor::zeros(&[5, 3]))?.shape(), &[5, 2]);
 /// # Ok::<(), kiln_autograd::Error>(())
 /// ```
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct Linear {
     /// `[out_features, in_features]`.
     pub weight: Tensor,

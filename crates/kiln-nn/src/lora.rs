@@ -120,7 +120,7 @@ impl Default for LoraConfig {
 /// Its parameters are named `lora_A.weight` and `lora_B.weight` under the `Linear`'s name. It
 /// is part of its `Linear`, not a submodule of its own: [`Module::visit_modules`] does not list
 /// it. See [`Linear::add_lora`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LoraAdapter {
     /// `A`, `[rank, in_features]`.
     pub lora_a: Tensor,
@@ -155,6 +155,11 @@ impl LoraAdapter {
     /// The factor `alpha / rank` applied to the update.
     pub fn scaling(&self) -> f32 {
         self.scaling
+    }
+
+    /// The dropout on the adapter's input, if any (it has its own generator).
+    pub fn dropout(&self) -> Option<&Dropout> {
+        self.dropout.as_ref()
     }
 
     /// The dropout probability on the adapter's input (0 without dropout).

@@ -26,7 +26,7 @@ fn param(shape: &[usize], v: f32) -> Tensor {
 /// assert!(y.to_vec_f32()?.iter().sum::<f32>().abs() < 1e-6);
 /// # Ok::<(), kiln_autograd::Error>(())
 /// ```
-#[derive(Module, Debug)]
+#[derive(Module, Debug, Clone)]
 pub struct LayerNorm {
     /// The scale, `normalized_shape` (absent without `elementwise_affine`).
     pub weight: Option<Tensor>,

@@ -7,7 +7,8 @@
 //! `use kiln::prelude::*` brings the everyday names into scope.
 //!
 //! With the default `mimalloc` feature, kiln installs mimalloc as the global allocator, so
-//! tensor buffers are recycled instead of faulting in fresh pages on every op.
+//! tensor buffers are recycled instead of faulting in fresh pages on every op; freed memory
+//! is kept for reuse rather than returned to the OS (set `MIMALLOC_PURGE_DELAY` to override).
 
 pub use kiln_autograd as autograd;
 pub use kiln_data as data;
@@ -22,8 +23,7 @@ pub use kiln_autograd::{no_grad, Array, DType, Error, NoGradGuard, Result, Tenso
 pub use kiln_tensor::parallel::{num_threads, set_num_threads};
 
 #[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 /// The everyday names: `use kiln::prelude::*`.
 pub mod prelude {

@@ -165,3 +165,29 @@ fn saving_over_a_mapped_file_keeps_the_loaded_values() {
     assert_eq!(t["w"].to_vec_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     assert_eq!(load_safetensors(&path).unwrap()["w"].to_vec_f32().unwrap(), vec![9.0; 6]);
 }
+
+/// The process's anonymous resident memory in KiB (Linux).
+#[cfg(target_os = "linux")]
+fn rss_anon_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).expect("RssAnon in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn loading_and_reading_a_large_file_does_not_copy_it_into_process_memory() {
+    let n = 8 << 20; // 32 MiB of f32
+    let path = dir("rss").join("big.safetensors");
+    let big = Array::from_vec((0..n).map(|i| (i % 7) as f32).collect::<Vec<f32>>(), &[n]).unwrap();
+    save_safetensors(&path, [("big", &big)], None).unwrap();
+    drop(big);
+    let before = rss_anon_kib();
+    let t = load_safetensors(&path).unwrap();
+    // Reading every element maps the file's pages (file-backed, not anonymous memory).
+    let expect: f32 = (0..n).map(|i| (i % 7) as f32).sum();
+    assert_eq!(t["big"].as_slice::<f32>().unwrap().iter().sum::<f32>(), expect);
+    let grew = rss_anon_kib().saturating_sub(before);
+    // A copy would add 32768 KiB; other tests running meanwhile allocate far less than 8 MiB.
+    assert!(grew < 8 << 10, "anonymous memory grew by {grew} KiB while reading a mapped 32 MiB tensor");
+}

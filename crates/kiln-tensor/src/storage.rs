@@ -33,7 +33,7 @@ impl ExternalF32 {
         let bytes = (*owner).as_ref();
         let end = len.checked_mul(4).and_then(|n| n.checked_add(byte_offset))?;
         let window = bytes.get(byte_offset..end)?;
-        if len > 0 && window.as_ptr() as usize % std::mem::align_of::<f32>() != 0 {
+        if len > 0 && !(window.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()) {
             return None;
         }
         Some(ExternalF32 { owner, byte_offset, len })
@@ -47,7 +47,7 @@ impl ExternalF32 {
         let bytes = (*self.owner).as_ref();
         let window = &bytes[self.byte_offset..self.byte_offset + self.len * 4];
         assert!(
-            window.as_ptr() as usize % std::mem::align_of::<f32>() == 0,
+            (window.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()),
             "ExternalF32: the owner's bytes moved (an owner must return the same bytes every time)"
         );
         // SAFETY: `window` is `len * 4` initialized bytes, aligned for f32 (checked above),

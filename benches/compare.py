@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side run of kiln's benchmarks and PyTorch's, in one session.
 
-  cargo build --release --example bench_micro --example bench_train --example bench_layers --example bench_encoder
-  python3 benches/compare.py --peers ../shared/bench --python venv/bin/python --rounds 3 [--suite micro|train|layers|encoder|all]
+  cargo build --release --example bench_micro --example bench_train --example bench_layers --example bench_encoder --example bench_io
+  python3 benches/compare.py --peers ../shared/bench --python venv/bin/python --rounds 3 [--suite micro|train|layers|encoder|io|all]
 
 micro: PyTorch's torch_micro.py and W0 of torch_bench.py against kiln's examples/bench_micro.
 train: W2, W3 and W5 of torch_bench.py against kiln's examples/bench_train.
@@ -10,6 +10,8 @@ layers: benches/torch_layers.py (conv2d, layer_norm, cross-entropy alone) agains
 kiln's examples/bench_layers.
 encoder: W4a, W4b and W4c of torch_bench.py (MiniLM-shaped BERT encoder) against kiln's
 examples/bench_encoder.
+io: W6 of torch_bench.py (load the MiniLM safetensors file: mmap, mmap + sum of every tensor,
+eager copy) against kiln's examples/bench_io; rows are keyed by workload and variant2.
 Each round runs every thread count of both sides; the table shows the medians over rounds and
 kiln's figure over PyTorch's.
 """
@@ -29,6 +31,8 @@ def key(rec):
     w = {"W1": "matmul"}.get(w, w)
     if "n" in rec:
         w = f"{w} n={rec['n']}"
+    if "variant2" in rec:
+        w = f"{w} {rec['variant2']}"
     return w, rec["threads"]
 
 def main():
@@ -36,7 +40,7 @@ def main():
     ap.add_argument("--peers", default="../shared/bench")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--kiln-dir", default="target/release/examples")
-    ap.add_argument("--suite", default="all", choices=["micro", "train", "layers", "encoder", "all"])
+    ap.add_argument("--suite", default="all", choices=["micro", "train", "layers", "encoder", "io", "all"])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -61,6 +65,9 @@ def main():
                 recs += run([a.python, os.path.join(a.peers, "torch_bench.py"), "--workloads", "w4a,w4b,w4c", "--threads", str(t)], t)
                 for w in ("w4a", "w4b", "w4c"):  # one process each, so W4b's peak RSS is its own
                     recs += run([os.path.join(a.kiln_dir, "bench_encoder"), "--threads", str(t), "--only", w], t)
+            if a.suite in ("io", "all"):
+                recs += run([a.python, os.path.join(a.peers, "torch_bench.py"), "--workloads", "w6", "--threads", str(t)], t)
+                recs += run([os.path.join(a.kiln_dir, "bench_io"), "--threads", str(t)], t)
             for r in recs:
                 if "value" not in r:
                     continue

@@ -1,6 +1,8 @@
 //! criterion benches of the foundation workloads (shared/bench/README.md): matmul (W1),
 //! elementwise on 1M floats, softmax, sum over the last dim, the per-op overhead of a
-//! 100-op autograd chain, and W0. Threads: set `RAYON_NUM_THREADS`.
+//! 100-op autograd chain, W0, and W6 (loading the MiniLM safetensors file, zero-copy, and
+//! loading plus summing every tensor; the file is `$W6_WEIGHTS`, else
+//! `../shared/assets/minilm/model.safetensors`, and W6 is skipped when it is missing). Threads: set `RAYON_NUM_THREADS`.
 //!
 //! `RAYON_NUM_THREADS=2 cargo bench --bench micro`
 //! The side-by-side table with PyTorch comes from `examples/bench_micro.rs` (docs/performance.md).
@@ -64,5 +66,25 @@ fn overhead(c: &mut Criterion) {
     c.bench_function("w0_matmul16", |bch| bch.iter(|| m.matmul(&m2)));
 }
 
-criterion_group!(benches, matmul, elementwise, softmax_and_sum, overhead);
+fn w6(c: &mut Criterion) {
+    let path = std::env::var("W6_WEIGHTS").unwrap_or_else(|_| "../shared/assets/minilm/model.safetensors".into());
+    if !std::path::Path::new(&path).exists() {
+        eprintln!("w6: {path} not found; skipped");
+        return;
+    }
+    let mut g = c.benchmark_group("w6");
+    g.bench_function("load_mmap", |b| b.iter(|| kiln::io::load_safetensors(&path).unwrap()));
+    g.bench_function("load_mmap_touch", |b| {
+        b.iter(|| {
+            let t = kiln::io::load_safetensors(&path).unwrap();
+            t.values()
+                .filter(|a| a.dtype() == DType::F32)
+                .map(|a| a.sum(None, false).unwrap().item().unwrap())
+                .sum::<f32>()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, matmul, elementwise, softmax_and_sum, overhead, w6);
 criterion_main!(benches);

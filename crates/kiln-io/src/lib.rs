@@ -20,6 +20,7 @@ pub use checkpoint::{
 pub use keymap::{KeyMap, LoadOptions};
 pub use module_io::{load_module, save_module};
 pub use safetensors_io::{
-    load_safetensors, load_safetensors_bytes, parse_dtype, parse_header, read_header, read_safetensors,
-    read_safetensors_bytes, save_safetensors, write_safetensors, Dtype, Header, Loaded, TensorInfo, MAX_HEADER_LEN,
+    load_safetensors, load_safetensors_bytes, load_safetensors_copied, parse_dtype, parse_header, read_header,
+    read_safetensors, read_safetensors_bytes, read_safetensors_copied, save_safetensors, write_safetensors, Dtype,
+    Header, Loaded, TensorInfo, MAX_HEADER_LEN,
 };

@@ -9,7 +9,7 @@
 //! `safetensors` crate then hands out the tensors' byte ranges.
 
 use crate::atomic::write_atomically;
-use kiln_tensor::{Array, DType, Error, Result};
+use kiln_tensor::{Array, ByteOwner, DType, Error, ExternalF32, Result};
 use memmap2::Mmap;
 use safetensors::SafeTensors;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The element types of the safetensors format (the `safetensors` crate's).
 pub use safetensors::Dtype;
@@ -70,8 +71,14 @@ pub struct Loaded {
 
 // ---------------------------------------------------------------------- reading
 
-/// Reads every tensor of a safetensors file. The file is memory-mapped and each tensor is
-/// converted straight from the mapping into its own array. Element types:
+/// Reads every tensor of a safetensors file. The file is memory-mapped; F32 tensors whose
+/// bytes are 4-byte aligned in the file (every file kiln or the reference writer produces, on
+/// a little-endian host) are not copied: their arrays read the mapping in place
+/// ([`Array::from_external_f32`]) and keep it alive as long as any of them (or a view of one)
+/// lives. Writing such an array in place (an optimizer step, [`Array::make_mut_f32`]) first
+/// copies it into process memory (copy-on-write): the file is never written. Other tensors are
+/// converted from the mapping into their own arrays. [`load_safetensors_copied`] copies every
+/// tensor instead (see docs/io.md for the trade-off). Element types:
 ///
 /// * F32 is kept; F64, F16, BF16, F8_E5M2 and F8_E4M3 (the `e4m3fn` variant) are converted to
 ///   f32 (F64 rounds to nearest; the others are exact);
@@ -83,8 +90,9 @@ pub struct Loaded {
 /// [`parse_header`] for what is checked); nothing of a size read from the file is allocated
 /// before it is checked against the file's length.
 ///
-/// The file must not be modified by another process while it is being read (a memory map
-/// sees such changes).
+/// The file must not be modified in place or truncated by another process while tensors
+/// loaded from it live (a memory map sees such changes; truncation makes reads fault).
+/// Replacing it by a rename, as kiln's own writers do, is safe: the mapping keeps the old file.
 ///
 /// ```
 /// use kiln_io::{load_safetensors, save_safetensors};
@@ -109,8 +117,21 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<BTreeMap<String, Array
 /// [`load_safetensors`] that also returns the file's metadata.
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Loaded> {
     let path = path.as_ref();
+    let map: ByteOwner = Arc::new(map_file(path)?);
+    read_tensors((*map).as_ref(), Some(&map), &path.display().to_string())
+}
+
+/// [`load_safetensors`] that copies every tensor into process memory: the arrays do not keep
+/// the file mapped, and the file may be changed once this returns.
+pub fn load_safetensors_copied(path: impl AsRef<Path>) -> Result<BTreeMap<String, Array>> {
+    Ok(read_safetensors_copied(path)?.tensors)
+}
+
+/// [`load_safetensors_copied`] that also returns the metadata.
+pub fn read_safetensors_copied(path: impl AsRef<Path>) -> Result<Loaded> {
+    let path = path.as_ref();
     let map = map_file(path)?;
-    read_safetensors_bytes(&map, &path.display().to_string())
+    read_tensors(&map, None, &path.display().to_string())
 }
 
 /// Parses a safetensors file held in memory; `what` names it in errors. Same conversions and
@@ -121,6 +142,12 @@ pub fn load_safetensors_bytes(bytes: &[u8], what: &str) -> Result<BTreeMap<Strin
 
 /// [`load_safetensors_bytes`] that also returns the metadata.
 pub fn read_safetensors_bytes(bytes: &[u8], what: &str) -> Result<Loaded> {
+    read_tensors(bytes, None, what)
+}
+
+/// Parses the file in `bytes`. With `owner` (which must own exactly `bytes`), aligned F32
+/// tensors borrow it in place; without, every tensor is copied.
+fn read_tensors(bytes: &[u8], owner: Option<&ByteOwner>, what: &str) -> Result<Loaded> {
     let header = parse_header(bytes, what)?;
     // The header is valid by our checks; the crate must agree before it hands out views.
     let st = SafeTensors::deserialize(bytes).map_err(|e| format_err(what, format!("safetensors: {e}")))?;
@@ -130,8 +157,18 @@ pub fn read_safetensors_bytes(bytes: &[u8], what: &str) -> Result<Loaded> {
         if view.dtype() != info.dtype || view.shape() != info.shape.as_slice() {
             return Err(format_err(what, format!("tensor {:?}: inconsistent header", info.name)));
         }
-        let arr =
-            convert(info, view.data()).map_err(|msg| format_err(what, format!("tensor {:?}: {msg}", info.name)))?;
+        let in_place = match (owner, info.dtype) {
+            (Some(owner), Dtype::F32) => {
+                let offset = 8 + header.header_len + info.data_offsets.0;
+                ExternalF32::new(owner.clone(), offset, info.numel())
+            }
+            _ => None,
+        };
+        let arr = match in_place {
+            Some(ext) => Array::from_external_f32(ext, &info.shape).map_err(|e| e.to_string()),
+            None => convert(info, view.data()),
+        }
+        .map_err(|msg| format_err(what, format!("tensor {:?}: {msg}", info.name)))?;
         tensors.insert(info.name.clone(), arr);
     }
     Ok(Loaded { tensors, metadata: header.metadata })
@@ -156,8 +193,9 @@ fn map_file(path: &Path) -> Result<Mmap> {
             format!("file is {len} bytes, too short for the 8-byte header length (truncated or not safetensors)"),
         ));
     }
-    // SAFETY: the map is read-only and only lives while the file is parsed and its tensors
-    // copied out; the documented contract is that the file is not modified meanwhile.
+    // SAFETY: the map is read-only (PROT_READ, and arrays copy before writing); it lives as
+    // long as the arrays borrowing it. The documented contract (load_safetensors, docs/io.md)
+    // is that the file is not modified in place or truncated meanwhile.
     unsafe { Mmap::map(&file) }.map_err(io)
 }
 

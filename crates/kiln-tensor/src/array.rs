@@ -1,7 +1,7 @@
 //! [`Array`]: an n-d array of f32, i64 or u8 over a shared buffer.
 
 use crate::layout::{broadcast_shapes, infer_shape, normalize_dim, Dims, Layout};
-use crate::storage::{Element, Storage};
+use crate::storage::{Element, ExternalF32, Storage};
 use crate::{bail, strided, DType, Error, Result};
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -48,6 +48,19 @@ impl Array {
             bail!("from_vec", "shape {shape:?} needs {n} elements, got {}", data.len());
         }
         Ok(Array { storage: Arc::new(T::wrap(data)), layout: Layout::contiguous(shape) })
+    }
+
+    /// A contiguous f32 array of `shape` read in place from bytes another object owns (e.g. a
+    /// memory-mapped file), without a copy. Reads see a plain `&[f32]`; the first in-place
+    /// write ([`Array::make_mut_f32`]) copies the elements into an owned buffer, so the owner's
+    /// bytes are never written. The array (and its views) keep the owner alive. Errors when the
+    /// lengths differ.
+    pub fn from_external_f32(data: ExternalF32, shape: &[usize]) -> Result<Array> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            bail!("from_external_f32", "shape {shape:?} needs {n} elements, got {}", data.len());
+        }
+        Ok(Array { storage: Arc::new(Storage::F32External(data)), layout: Layout::contiguous(shape) })
     }
 
     /// Wraps an owned buffer with a contiguous layout; the caller guarantees the length.
@@ -188,6 +201,7 @@ impl Array {
         }
         let storage = match &*self.storage {
             Storage::F32(v) => Storage::F32(strided::gather(v, &self.layout)),
+            Storage::F32External(e) => Storage::F32(strided::gather(e.as_slice(), &self.layout)),
             Storage::I64(v) => Storage::I64(strided::gather(v, &self.layout)),
             Storage::U8(v) => Storage::U8(strided::gather(v, &self.layout)),
         };
@@ -204,11 +218,13 @@ impl Array {
     }
 
     /// The elements as a mutable contiguous f32 slice, copying first only if the buffer is
-    /// shared or the layout is not contiguous over the whole buffer. Used for in-place updates.
+    /// shared, borrowed from another object (a memory-mapped file: copy-on-write, the file is
+    /// never written) or the layout is not contiguous over the whole buffer. Used for in-place
+    /// updates; other arrays sharing the old buffer keep seeing the old values.
     pub fn make_mut_f32(&mut self) -> Result<&mut [f32]> {
         self.expect_dtype("make_mut", DType::F32)?;
         let whole = self.layout.offset() == 0 && self.is_contiguous() && self.storage.len() == self.numel();
-        if !whole {
+        if !whole || self.storage.is_external() {
             *self = Array::from_storage(Storage::F32(self.to_vec::<f32>()?), self.shape());
         }
         let v = f32::slice_mut(Arc::make_mut(&mut self.storage)).expect("dtype checked");
@@ -220,23 +236,17 @@ impl Array {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let s = match (&*self.storage, dtype) {
-            (Storage::F32(_), DType::I64) => {
-                Storage::I64(self.to_vec::<f32>()?.into_iter().map(|x| x as i64).collect())
-            }
-            (Storage::F32(_), DType::U8) => {
+        let s = match (self.dtype(), dtype) {
+            (DType::F32, DType::I64) => Storage::I64(self.to_vec::<f32>()?.into_iter().map(|x| x as i64).collect()),
+            (DType::F32, DType::U8) => {
                 Storage::U8(self.to_vec::<f32>()?.into_iter().map(|x| (x != 0.0) as u8).collect())
             }
-            (Storage::I64(_), DType::F32) => {
-                Storage::F32(self.to_vec::<i64>()?.into_iter().map(|x| x as f32).collect())
-            }
-            (Storage::I64(_), DType::U8) => {
-                Storage::U8(self.to_vec::<i64>()?.into_iter().map(|x| (x != 0) as u8).collect())
-            }
-            (Storage::U8(_), DType::F32) => {
+            (DType::I64, DType::F32) => Storage::F32(self.to_vec::<i64>()?.into_iter().map(|x| x as f32).collect()),
+            (DType::I64, DType::U8) => Storage::U8(self.to_vec::<i64>()?.into_iter().map(|x| (x != 0) as u8).collect()),
+            (DType::U8, DType::F32) => {
                 Storage::F32(self.to_vec::<u8>()?.into_iter().map(|x| (x != 0) as u8 as f32).collect())
             }
-            (Storage::U8(_), DType::I64) => {
+            (DType::U8, DType::I64) => {
                 Storage::I64(self.to_vec::<u8>()?.into_iter().map(|x| (x != 0) as i64).collect())
             }
             _ => unreachable!("same dtype handled above"),
@@ -383,7 +393,9 @@ impl Array {
 
 impl Array {
     /// A contiguous array that owns exactly its elements: `self` when it already does, else a
-    /// copy (so a small view does not keep a large buffer alive).
+    /// copy (so a small view does not keep a large buffer alive). A whole tensor borrowed from
+    /// a memory-mapped file counts as owning its elements (it keeps the mapping, which costs
+    /// no process memory of its own, alive).
     pub fn compact(&self) -> Array {
         if self.is_contiguous() && self.layout.offset() == 0 && self.storage.len() == self.numel() {
             self.clone()
@@ -394,6 +406,9 @@ impl Array {
                 match &*self.storage {
                     Storage::F32(v) => {
                         Array::from_storage(Storage::F32(strided::gather(v, &self.layout)), self.shape())
+                    }
+                    Storage::F32External(e) => {
+                        Array::from_storage(Storage::F32(strided::gather(e.as_slice(), &self.layout)), self.shape())
                     }
                     Storage::I64(v) => {
                         Array::from_storage(Storage::I64(strided::gather(v, &self.layout)), self.shape())

@@ -17,4 +17,4 @@ pub use array::Array;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use layout::{broadcast_shapes, normalize_dim, Layout};
-pub use storage::{Element, Storage};
+pub use storage::{ByteOwner, Element, ExternalF32, Storage};

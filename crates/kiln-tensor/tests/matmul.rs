@@ -297,3 +297,21 @@ fn sum_leading_sums_rows() {
     let g = Array::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 1, 2]).unwrap();
     assert_eq!(g.sum_leading().unwrap().to_vec_f32().unwrap(), vec![9.0, 12.0]);
 }
+
+#[test]
+fn sum_leading_over_many_rows_and_views() {
+    // 103 rows (several blocks of f32 partial sums plus a short one) of x[r, j] = r + j/2:
+    // column j sums to 0 + 1 + ... + 102 + 103·j/2, exact in f32.
+    let (rows, n) = (103usize, 5usize);
+    let data: Vec<f32> = (0..rows * n).map(|i| (i / n) as f32 + (i % n) as f32 * 0.5).collect();
+    let x = Array::from_vec(data, &[rows, n]).unwrap();
+    let want: Vec<f32> = (0..n).map(|j| (rows * (rows - 1) / 2) as f32 + rows as f32 * j as f32 * 0.5).collect();
+    assert_eq!(x.sum_leading().unwrap().to_vec_f32().unwrap(), want);
+    // A transposed view is gathered first: rows of xᵀ are the columns of x.
+    let xt = x.t().unwrap();
+    let col_sums: Vec<f32> = (0..rows).map(|r| (0..n).map(|j| r as f32 + j as f32 * 0.5).sum()).collect();
+    assert_eq!(xt.sum_leading().unwrap().to_vec_f32().unwrap(), col_sums);
+    // No rows: zeros; no columns: an empty result.
+    assert_eq!(Array::zeros(&[0, 3]).sum_leading().unwrap().to_vec_f32().unwrap(), vec![0.0; 3]);
+    assert_eq!(Array::zeros(&[4, 0]).sum_leading().unwrap().shape(), &[0]);
+}

@@ -169,6 +169,17 @@ impl Activation {
             Activation::Tanh => x.try_tanh(),
         }
     }
+
+    /// The activation of an array (nothing recorded); GELU runs in place.
+    fn apply_array(self, x: &mut Array) -> Result<()> {
+        match self {
+            Activation::Gelu(a) => return x.gelu_(a),
+            Activation::Relu => *x = x.relu()?,
+            Activation::Silu => *x = x.silu()?,
+            Activation::Tanh => *x = x.tanh()?,
+        }
+        Ok(())
+    }
 }
 
 // ------------------------------------------------------------------------------ modules
@@ -321,13 +332,78 @@ pub struct BertLayer {
     pub output: BertOutput,
 }
 
+/// Whether `d` changes its input (training mode with `p > 0`).
+fn dropout_active(d: &Dropout) -> bool {
+    d.is_training() && d.p() > 0.0
+}
+
+/// The weight and bias of a plain `Linear` (with a bias and no LoRA adapter), else `None`.
+fn plain_linear(l: &Linear) -> Option<(Array, Array)> {
+    match (&l.bias, l.lora()) {
+        (Some(b), None) => Some((l.weight.data(), b.data())),
+        _ => None,
+    }
+}
+
+/// `LN(y + residual)` with `y` updated in place (inference: `y` is owned by the caller).
+fn add_norm(ln: &LayerNorm, mut y: Array, residual: &Array) -> Result<Array> {
+    y.add_assign(residual)?;
+    Ok(ln.forward(&Tensor::from_array(y))?.data())
+}
+
 impl BertLayer {
     /// One layer on `h` `[B, T, H]` with the additive attention mask (see [`BertModel`]).
     pub fn forward(&self, h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        if let Some(out) = self.forward_inference(h, mask)? {
+            return Ok(out);
+        }
         let ctx = self.attention.self_attention.forward(h, mask)?;
         let h = self.attention.output.forward(&ctx, h)?;
         let m = self.intermediate.act.apply(&self.intermediate.dense.forward(&h)?)?;
         self.output.forward(&m, &h)
+    }
+
+    /// The layer on arrays when nothing is recorded (`no_grad`) and no dropout is active:
+    /// q, k and v come from ONE GEMM on the weights concatenated at call time (`[3H, H]`,
+    /// a 3·H² copy, small beside the `[B·T, 3H]` product), the attention reads the heads as
+    /// strided views of that product, and the residual adds and the activation run in place
+    /// on buffers this function owns. `None` when a condition does not hold (the caller
+    /// takes the general path): gradients enabled, dropout active, a layer without bias or
+    /// with a LoRA adapter, or an input that is not `[B, T, H]`.
+    fn forward_inference(&self, h: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let (sa, ao, out) = (&self.attention.self_attention, &self.attention.output, &self.output);
+        if kiln_autograd::is_grad_enabled()
+            || h.rank() != 3
+            || h.dtype() != DType::F32
+            || [&sa.dropout, &ao.dropout, &out.dropout].into_iter().any(dropout_active)
+        {
+            return Ok(None);
+        }
+        let lins = [&sa.query, &sa.key, &sa.value, &ao.dense, &self.intermediate.dense, &out.dense];
+        let Some(p) = lins.into_iter().map(plain_linear).collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let x = h.data();
+        let (b, t, hidden) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let nh = sa.num_heads;
+        let d = hidden / nh;
+        let w = Array::cat(&[&p[0].0, &p[1].0, &p[2].0], 0)?;
+        let bias = Array::cat(&[&p[0].1, &p[1].1, &p[2].1], 0)?;
+        let qkv = x.linear(&w, Some(&bias))?;
+        drop((w, bias));
+        // [B, T, 3H] -> three [B, heads, T, d] views (no copies).
+        let head = |i: usize| qkv.narrow(2, i * hidden, hidden)?.reshape_to(&[b, t, nh, d])?.transpose(1, 2);
+        let (q, k, v) = (head(0)?, head(1)?, head(2)?);
+        let m = mask.map(Tensor::data);
+        let ctx = q.scaled_dot_product_attention(&k, &v, m.as_ref(), false, None)?;
+        drop((q, k, v, qkv));
+        let ctx = ctx.transpose(1, 2)?.reshape_to(&[b, t, hidden])?;
+        let h1 = add_norm(&ao.layer_norm, ctx.linear(&p[3].0, Some(&p[3].1))?, &x)?;
+        drop(ctx);
+        let mut mid = h1.linear(&p[4].0, Some(&p[4].1))?;
+        self.intermediate.act.apply_array(&mut mid)?;
+        let h2 = add_norm(&out.layer_norm, mid.linear(&p[5].0, Some(&p[5].1))?, &h1)?;
+        Ok(Some(Tensor::from_array(h2)))
     }
 }
 
@@ -777,6 +853,30 @@ mod tests {
         let b_p = b.pooler_output.unwrap().data().narrow(0, 0, 1).unwrap().to_vec_f32().unwrap();
         for (x, y) in a_p.iter().zip(&b_p) {
             assert!((x - y).abs() < 1e-5);
+        }
+    }
+
+    /// Under `no_grad` in eval mode the layers take the array path (q|k|v in one GEMM,
+    /// in-place residuals and activation); it matches the recorded path, which runs the
+    /// three projections and every op separately, for each activation and with padding.
+    #[test]
+    fn inference_path_matches_the_recorded_path() {
+        for act in ["gelu", "gelu_new", "relu", "silu", "tanh"] {
+            let c = BertConfig { hidden_act: act.into(), num_attention_heads: 4, ..tiny() };
+            let mut m = BertModel::new(&c, true, &mut kiln_nn::init::rng(7)).unwrap();
+            m.eval();
+            let ids = Tensor::from_vec_i64(vec![1, 5, 7, 0, 0, 2, 5, 4, 3, 9], &[2, 5]).unwrap();
+            let mask = Tensor::from_vec_i64(vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1], &[2, 5]).unwrap();
+            let types = Tensor::from_vec_i64(vec![0, 0, 1, 1, 1, 0, 1, 0, 1, 0], &[2, 5]).unwrap();
+            let recorded = m.forward(&ids, Some(&mask), Some(&types)).unwrap();
+            assert!(recorded.last_hidden_state.requires_grad(), "the reference must take the recorded path");
+            let fast = kiln_autograd::no_grad(|| m.forward(&ids, Some(&mask), Some(&types))).unwrap();
+            let (a, b) =
+                (recorded.last_hidden_state.to_vec_f32().unwrap(), fast.last_hidden_state.to_vec_f32().unwrap());
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-5, "{act}: {x} vs {y}");
+            }
         }
     }
 

@@ -96,6 +96,16 @@ fn unary_ops_match_f64_references() {
     let ag = arr(xs_g.clone(), &[xs_g.len()]);
     assert_close("gelu_tanh", &xs_g, &run(ag.gelu(GeluApproximate::Tanh)), gelu_tanh, 1e-6, 1e-30);
     assert_close("gelu_tanh", &xs, &run(a.gelu(GeluApproximate::Tanh)), gelu_tanh, 3e-5, 1e-38);
+    // In place: the same references, on an owned buffer and on a shared one (which is copied
+    // first and leaves the other holder unchanged).
+    let mut own = arr(xs.clone(), &[n]);
+    own.gelu_(GeluApproximate::None).unwrap();
+    assert_close("gelu_", &xs, &own.to_vec_f32().unwrap(), gelu, 1e-6, 1e-37);
+    let held = a.clone();
+    let mut shared = a.clone();
+    shared.gelu_(GeluApproximate::Tanh).unwrap();
+    assert_close("gelu_ tanh", &xs, &shared.to_vec_f32().unwrap(), gelu_tanh, 3e-5, 1e-38);
+    assert_eq!(held.to_vec_f32().unwrap(), xs);
     let softplus = |b: f64, t: f64| move |x: f64| if b * x > t { x } else { (b * x).exp().ln_1p() / b };
     assert_close("softplus", &xs, &run(a.softplus(1.0, 20.0)), softplus(1.0, 20.0), 4e-7, 0.0);
     assert_close("softplus", &xs, &run(a.softplus(2.0, 5.0)), softplus(2.0, 5.0), 4e-7, 0.0);

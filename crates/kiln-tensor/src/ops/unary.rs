@@ -5,7 +5,23 @@
 
 use super::binary::{map_k, zip_map, zip_map_k};
 use super::vmath::{self, Fn1, Map1, Map2};
+use crate::parallel::par_chunks_mut_zip;
 use crate::{bail, Array, Error, Result};
+use std::mem::MaybeUninit;
+
+/// `x[i] = k(x[i])` through the out-of-place kernel, one L1-sized block at a time: the
+/// in-place loop (`vmath::map1_inplace`) compiles to about twice the instructions for the
+/// polynomial kernels (GELU), the block copy costs little.
+fn map_in_place<K: Map1>(k: K, x: &mut [f32]) {
+    let mut buf = [0f32; 512];
+    for c in x.chunks_mut(buf.len()) {
+        let src = &mut buf[..c.len()];
+        src.copy_from_slice(c);
+        // SAFETY: MaybeUninit<f32> has f32's layout; map1_slice writes only initialized values.
+        let dst = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        vmath::map1_slice(k, src, dst);
+    }
+}
 
 /// Declares a [`Map1`] kernel: `kernel1!(Name { field: f32 } |k, x| body)`. The body may
 /// use the const `FMA` (passed on to the `vmath` functions) and the fields through `k`.
@@ -286,6 +302,17 @@ impl Array {
             GeluApproximate::None => map_k("gelu", self, GeluErf {}),
             GeluApproximate::Tanh => map_k("gelu", self, GeluTanh {}),
         }
+    }
+    /// [`Array::gelu`] in place (inference paths that own their buffer): copies first only if
+    /// the buffer is shared or not contiguous.
+    pub fn gelu_(&mut self, approximate: GeluApproximate) -> Result<()> {
+        self.expect_dtype("gelu_", crate::DType::F32)?;
+        let x = self.make_mut_f32()?;
+        match approximate {
+            GeluApproximate::None => par_chunks_mut_zip(x, |_, c| map_in_place(GeluErf {}, c)),
+            GeluApproximate::Tanh => par_chunks_mut_zip(x, |_, c| map_in_place(GeluTanh {}, c)),
+        }
+        Ok(())
     }
     /// `log(1 + e^(beta·x)) / beta`, or `x` where `beta·x > threshold`.
     pub fn softplus(&self, beta: f32, threshold: f32) -> Result<Array> {

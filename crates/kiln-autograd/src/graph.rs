@@ -136,6 +136,23 @@ pub(crate) fn run_backward(root: &Arc<Node>, grad: Array) -> Result<()> {
             }
         }
     }
+    // Kernels called from outside rayon's pool pay a worker wake-up per parallel region; when
+    // some op is big enough to be split, the whole pass moves onto a pool thread (one hand-over
+    // for the pass), with the caller's grad mode. Small graphs stay on the calling thread.
+    let splits = |n: &Arc<Node>| n.shape.iter().product::<usize>() >= kiln_tensor::parallel::PAR_ELEMS;
+    if order.iter().any(splits) && kiln_tensor::parallel::num_threads() > 1 {
+        let enabled = crate::grad_mode::is_grad_enabled();
+        return kiln_tensor::parallel::install(|| {
+            crate::grad_mode::with_grad_mode(enabled, || run_in_order(&order, &index, grad))
+        });
+    }
+    run_in_order(&order, &index, grad)
+}
+
+/// Runs the nodes' backward rules in reverse topological `order` (`index`: node address to
+/// position), starting from the gradient of the last node (the root).
+fn run_in_order(order: &[Arc<Node>], index: &FxHashMap<usize, usize>, grad: Array) -> Result<()> {
+    let key = |n: &Arc<Node>| Arc::as_ptr(n) as usize;
     // `order` is post-order: inputs before the ops using them. Walk it backwards.
     let mut grads: Vec<Option<Array>> = (0..order.len()).map(|_| None).collect();
     let root_pos = order.len() - 1;

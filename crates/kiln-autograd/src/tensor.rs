@@ -281,16 +281,7 @@ impl Tensor {
         }
         grad.expect_dtype("backward", DType::F32)?;
         match &self.inner.grad_fn {
-            Some(node) => {
-                // The whole pass runs on one of kiln's worker threads, so each parallel kernel
-                // in it splits its work without first waking a worker from outside the pool
-                // (a futex hand-over per kernel, tens of µs on a VM). The caller's grad mode
-                // goes with it.
-                let enabled = crate::grad_mode::is_grad_enabled();
-                kiln_tensor::parallel::install(|| {
-                    crate::grad_mode::with_grad_mode(enabled, || graph::run_backward(node, grad))
-                })
-            }
+            Some(node) => graph::run_backward(node, grad),
             None if self.requires_grad() => graph::accumulate_leaf(self, grad),
             None => Err(Error::op("backward", "the tensor does not require grad and has no grad_fn")),
         }

@@ -7,18 +7,8 @@ use kiln_tensor::ops::conv::{Conv1dOptions, Conv2dOptions, ConvTranspose2dOption
 use kiln_tensor::ops::pool::Pool2dOptions;
 use kiln_tensor::Array;
 
-/// Deterministic values in [-1, 1).
-fn vals(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+mod common;
+use common::vals;
 
 fn arr(shape: &[usize], seed: u64) -> Array {
     Array::from_vec(vals(shape.iter().product(), seed), shape).unwrap()

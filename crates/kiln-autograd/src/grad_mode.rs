@@ -80,3 +80,25 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();
     f()
 }
+
+/// Runs `f` on one of kiln's worker threads (rayon's pool) with this thread's grad mode, and
+/// returns its result: a whole training step called this way hands its work to the pool once,
+/// instead of once per parallel kernel (each hand-over from a thread outside the pool wakes
+/// a worker and puts the caller to sleep: tens of µs on a VM). Runs `f` in place when already
+/// on a worker thread or when the pool has one thread.
+///
+/// ```
+/// use kiln_autograd::{on_pool, Tensor};
+/// let w = Tensor::ones(&[3]).requires_grad_(true);
+/// let loss = on_pool(|| {
+///     let loss = w.mul_scalar(2.0).sum_all();
+///     loss.backward().map(|_| loss)
+/// })?;
+/// assert_eq!(w.grad().unwrap().to_vec_f32()?, vec![2.0; 3]);
+/// # let _ = loss;
+/// # Ok::<(), kiln_autograd::Error>(())
+/// ```
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let enabled = is_grad_enabled();
+    kiln_tensor::parallel::install(move || with_grad_mode(enabled, f))
+}

@@ -141,10 +141,7 @@ pub(crate) fn run_backward(root: &Arc<Node>, grad: Array) -> Result<()> {
     // for the pass), with the caller's grad mode. Small graphs stay on the calling thread.
     let splits = |n: &Arc<Node>| n.shape.iter().product::<usize>() >= kiln_tensor::parallel::PAR_ELEMS;
     if order.iter().any(splits) {
-        let enabled = crate::grad_mode::is_grad_enabled();
-        return kiln_tensor::parallel::install(|| {
-            crate::grad_mode::with_grad_mode(enabled, || run_in_order(&order, &index, grad))
-        });
+        return crate::grad_mode::on_pool(|| run_in_order(&order, &index, grad));
     }
     run_in_order(&order, &index, grad)
 }

@@ -15,7 +15,7 @@ pub mod random;
 mod tensor;
 
 pub use checkpoint::checkpoint;
-pub use grad_mode::{enable_grad, is_grad_enabled, no_grad, EnableGradGuard, NoGradGuard};
+pub use grad_mode::{enable_grad, is_grad_enabled, no_grad, on_pool, EnableGradGuard, NoGradGuard};
 pub use graph::{live_nodes, BackwardFn, Node};
 pub use kiln_tensor::{Array, DType, Error, Result};
 pub use tensor::Tensor;

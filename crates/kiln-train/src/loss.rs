@@ -2,16 +2,17 @@
 
 use kiln_autograd::ops::loss::{cross_entropy, mse_loss, CrossEntropyOptions, Reduction};
 use kiln_autograd::{Result, Tensor};
-use std::rc::Rc;
+use std::sync::Arc;
 
-type LossFn = dyn Fn(&Tensor, &Tensor) -> Result<Tensor>;
+type LossFn = dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync;
 
 /// A loss: maps the model's output and the batch's targets to a scalar (mean over the batch).
-/// Cheap to clone. Any closure `Fn(&Tensor, &Tensor) -> Result<Tensor>` converts into one.
+/// Cheap to clone. Any closure `Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync` converts
+/// into one (the trainer runs it on kiln's worker threads).
 #[derive(Clone)]
 pub struct Loss {
     name: &'static str,
-    f: Rc<LossFn>,
+    f: Arc<LossFn>,
 }
 
 impl std::fmt::Debug for Loss {
@@ -22,8 +23,8 @@ impl std::fmt::Debug for Loss {
 
 impl Loss {
     /// A named loss from a function.
-    pub fn new(name: &'static str, f: impl Fn(&Tensor, &Tensor) -> Result<Tensor> + 'static) -> Loss {
-        Loss { name, f: Rc::new(f) }
+    pub fn new(name: &'static str, f: impl Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static) -> Loss {
+        Loss { name, f: Arc::new(f) }
     }
 
     /// Cross-entropy of logits `[N, C, ...]` against class indices (PyTorch's defaults).
@@ -59,7 +60,7 @@ impl Default for Loss {
     }
 }
 
-impl<F: Fn(&Tensor, &Tensor) -> Result<Tensor> + 'static> From<F> for Loss {
+impl<F: Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static> From<F> for Loss {
     fn from(f: F) -> Loss {
         Loss::new("custom", f)
     }

@@ -6,7 +6,7 @@ use crate::history::{EpochLog, History};
 use crate::loss::Loss;
 use crate::metrics::{count_top_k, is_classification, Metrics};
 use crate::progress::{Progress, Reporter};
-use kiln_autograd::{no_grad, Error, Result, Tensor};
+use kiln_autograd::{no_grad, on_pool, Error, Result, Tensor};
 use kiln_nn::{Forward, Module};
 use kiln_optim::Optimizer;
 use std::path::PathBuf;
@@ -26,12 +26,14 @@ use std::time::Instant;
 /// ```
 ///
 /// Each step: forward in training mode, loss, `zero_grad`, backward, the `on_before_step`
-/// hooks (gradient clipping), `optimizer.step()`, one read of the loss value. Validation runs
+/// hooks (gradient clipping), `optimizer.step()`, one read of the loss value. The forward,
+/// backward and optimizer step run on kiln's worker threads ([`on_pool`]: one hand-over each
+/// instead of one per parallel kernel), the callbacks on the caller's thread. Validation runs
 /// after each epoch in eval mode under `no_grad` (see [`evaluate`]); the model is back in
 /// training mode afterwards.
 pub struct Trainer<'a, M> {
     model: &'a mut M,
-    optimizer: &'a mut dyn Optimizer,
+    optimizer: &'a mut (dyn Optimizer + Send),
     loss: Loss,
     epochs: usize,
     initial_epoch: usize,
@@ -42,10 +44,10 @@ pub struct Trainer<'a, M> {
     progress: Progress,
 }
 
-impl<'a, M: Module + Forward> Trainer<'a, M> {
+impl<'a, M: Module + Forward + Sync> Trainer<'a, M> {
     /// Trains `model` with `optimizer` (built over the model's parameters), cross-entropy
     /// loss, one epoch, progress [`Progress::Auto`].
-    pub fn new(model: &'a mut M, optimizer: &'a mut dyn Optimizer) -> Self {
+    pub fn new(model: &'a mut M, optimizer: &'a mut (dyn Optimizer + Send)) -> Self {
         Trainer {
             model,
             optimizer,
@@ -183,14 +185,23 @@ impl<'a, M: Module + Forward> Trainer<'a, M> {
             for (b, batch) in train.batches(epoch as u64).enumerate() {
                 let (x, y) = batch?;
                 let y = y.ok_or_else(|| Error::op("fit", "the training batches have no targets"))?;
-                let out = model.forward(&x)?;
-                let l = loss.compute(&out, &y)?;
-                optimizer.zero_grad();
-                l.backward()?;
+                let (out, l) = {
+                    let (model, loss, optimizer, x, y) = (&**model, &*loss, &mut **optimizer, &x, &y);
+                    on_pool(move || -> Result<(Tensor, Tensor)> {
+                        let out = model.forward(x)?;
+                        let l = loss.compute(&out, y)?;
+                        optimizer.zero_grad();
+                        l.backward()?;
+                        Ok((out, l))
+                    })?
+                };
                 for cb in callbacks.iter_mut() {
                     cb.on_before_step(ctx!(epoch))?;
                 }
-                optimizer.step()?;
+                {
+                    let optimizer = &mut **optimizer;
+                    on_pool(move || optimizer.step())?;
+                }
                 let lv = l.item()?;
                 let n = x.shape().first().copied().unwrap_or(1);
                 loss_sum += lv as f64 * n as f64;

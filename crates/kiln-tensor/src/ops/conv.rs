@@ -643,6 +643,27 @@ fn contiguous_run(
     Some((dst, src, len))
 }
 
+/// `s.fill(0.0)` for the few wrapped columns of an im2col row (0 to `kw − 1` of them):
+/// fixed-size stores instead of a call to `memset` per output row, which cost as much as the
+/// rest of the im2col.
+#[inline(always)]
+fn zero_short(s: &mut [f32]) {
+    let n = s.len();
+    match n {
+        0 => {}
+        1 => s[0] = 0.0,
+        2..4 => {
+            s[..2].copy_from_slice(&[0.0; 2]);
+            s[n - 2..].copy_from_slice(&[0.0; 2]);
+        }
+        4..8 => {
+            s[..4].copy_from_slice(&[0.0; 4]);
+            s[n - 4..].copy_from_slice(&[0.0; 4]);
+        }
+        _ => s.fill(0.0),
+    }
+}
+
 /// Writes the im2col block `b` (`[k, b.len()]`) of one (sample, group) input `x` into `cols`.
 fn im2col(x: &[f32], cols: &mut [f32], g: &Geom, b: Rows) {
     let (bp, ow, hw, w) = (b.len(g), g.ow, g.hw(), g.w);
@@ -659,8 +680,8 @@ fn im2col(x: &[f32], cols: &mut [f32], g: &Geom, b: Rows) {
                     row[dst..dst + len].copy_from_slice(&plane[src..src + len]);
                     // The wrapped columns of every output row are padding.
                     for o in (zlo..zhi).step_by(ow) {
-                        row[o..o + wlo].fill(0.0);
-                        row[o + whi..o + ow].fill(0.0);
+                        zero_short(&mut row[o..o + wlo]);
+                        zero_short(&mut row[o + whi..o + ow]);
                     }
                 }
                 None => row[zlo..zhi].fill(0.0),
@@ -703,8 +724,8 @@ fn col2im(cols: &mut [f32], dx: &mut [f32], g: &Geom, b: Rows) {
             if let Some((dst, src, len)) = contiguous_run(g, b.o0, (hlo, hhi), hoff, (wlo, whi), woff) {
                 // Zero the wrapped columns so that one contiguous add skips them.
                 for o in ((hlo - b.o0) * ow..(hhi - b.o0) * ow).step_by(ow) {
-                    row[o..o + wlo].fill(0.0);
-                    row[o + whi..o + ow].fill(0.0);
+                    zero_short(&mut row[o..o + wlo]);
+                    zero_short(&mut row[o + whi..o + ow]);
                 }
                 for (d, s) in plane[src..src + len].iter_mut().zip(&row[dst..dst + len]) {
                     *d += *s;
@@ -732,22 +753,68 @@ fn col2im(cols: &mut [f32], dx: &mut [f32], g: &Geom, b: Rows) {
 }
 
 /// Writes the transpose of the `rows x cols` matrix `src` (row stride `rs`) into `dst`
-/// (`cols x rows`, row-major): 8 source rows at a time, so that every write is a run of 8.
+/// (`cols x rows`, row-major): 8x8 blocks through AVX registers where the CPU has them,
+/// element by element for the edges.
 fn transpose_into(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f32]) {
-    let mut i0 = 0;
-    while i0 + 8 <= rows {
-        let s: [&[f32]; 8] = std::array::from_fn(|r| &src[(i0 + r) * rs..][..cols]);
-        for j in 0..cols {
-            let d = &mut dst[j * rows + i0..][..8];
-            for r in 0..8 {
-                d[r] = s[r][j];
-            }
-        }
-        i0 += 8;
+    assert!(rows == 0 || cols == 0 || ((rows - 1) * rs + cols <= src.len() && rows * cols <= dst.len()));
+    let (mut r8, mut c8) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        // SAFETY: AVX is present; the blocks stay inside the bounds asserted above.
+        unsafe { transpose_blocks_avx(src.as_ptr(), rs, rows, r8, c8, dst.as_mut_ptr()) };
     }
-    for i in i0..rows {
-        for (j, &v) in src[i * rs..][..cols].iter().enumerate() {
+    // The edges (everything when the blocks did not run): rows past r8, columns past c8.
+    for i in 0..rows {
+        let j0 = if i < r8 { c8 } else { 0 };
+        for (j, &v) in src[i * rs..][..cols].iter().enumerate().skip(j0) {
             dst[j * rows + i] = v;
+        }
+    }
+}
+
+/// The `r8 x c8` corner of [`transpose_into`], in 8x8 blocks: 8 row loads, the textbook
+/// unpack / shuffle / lane-permute transpose, 8 row stores.
+///
+/// # Safety
+/// AVX must be available; `src` must hold `r8` rows of stride `rs` with `c8` elements each and
+/// `dst` `c8` rows of stride `rows` with `r8` elements each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_blocks_avx(src: *const f32, rs: usize, rows: usize, r8: usize, c8: usize, dst: *mut f32) {
+    use std::arch::x86_64::*;
+    for i0 in (0..r8).step_by(8) {
+        for j0 in (0..c8).step_by(8) {
+            let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(src.add((i0 + k) * rs + j0)));
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0b01_00_01_00>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0b11_10_11_10>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0b01_00_01_00>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0b11_10_11_10>(t5, t7);
+            let out = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (k, v) in out.into_iter().enumerate() {
+                _mm256_storeu_ps(dst.add((j0 + k) * rows + i0), v);
+            }
         }
     }
 }
@@ -1485,6 +1552,21 @@ fn conv_grad_weight(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transpose_into_matches_the_definition_at_every_edge() {
+        for (rows, cols, rs) in [(0, 5, 5), (3, 0, 1), (7, 9, 9), (8, 8, 8), (16, 24, 30), (19, 13, 20), (64, 196, 196)]
+        {
+            let src: Vec<f32> = (0..rows * rs).map(|v| v as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            super::transpose_into(&src, rs, rows, cols, &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * rows + i], src[i * rs + j], "{rows}x{cols} (rs {rs}) at ({i}, {j})");
+                }
+            }
+        }
+    }
+
     use super::*;
 
     /// Deterministic values in [-1, 1).

@@ -3,6 +3,10 @@
 //! (`data/digits`), with per-step cosine learning-rate decay and gradient clipping, and
 //! evaluates on a held-out 20% after every epoch.
 //!
+//! With several threads and large layers, wrapping the step in
+//! `kiln::autograd::on_pool(|| { ... })` hands it to kiln's worker threads once instead of once
+//! per parallel kernel, as `Trainer` does; this loop's layers are too small to need it.
+//!
 //! `cargo run --release --example custom_loop`
 
 use kiln::autograd::ops::loss::{cross_entropy, CrossEntropyOptions};

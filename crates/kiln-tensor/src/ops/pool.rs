@@ -458,17 +458,20 @@ impl Array {
         let r = indices.output_shape.len();
         let (hw, ohw) = (h * w, indices.output_shape[r - 2] * indices.output_shape[r - 1]);
         let gd = grad_out.f32_cow()?;
-        let mut dx = vec![0f32; planes * hw];
-        if ohw > 0 {
-            for_planes(&mut dx, hw, planes, hw, |q0, chunk| {
-                for (i, d) in chunk.chunks_mut(hw).enumerate() {
+        // Each plane is zeroed by the task that scatters into it (in parallel, and while the
+        // plane is in cache) rather than by one zero-filled allocation up front.
+        let mut dx = super::output_buffer(planes * hw);
+        for_planes(&mut dx, hw, planes, hw, |q0, chunk| {
+            for (i, d) in chunk.chunks_mut(hw).enumerate() {
+                d.fill(0.0);
+                if ohw > 0 {
                     let q = q0 + i;
                     for (&j, &v) in indices.idx[q * ohw..][..ohw].iter().zip(&gd[q * ohw..][..ohw]) {
                         d[j as usize] += v;
                     }
                 }
-            });
-        }
+            }
+        });
         Ok(Array::from_f32_unchecked(dx, &indices.input_shape))
     }
 

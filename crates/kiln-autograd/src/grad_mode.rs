@@ -25,18 +25,30 @@ pub fn is_grad_enabled() -> bool {
 /// assert!(w.mul_scalar(2.0).requires_grad());
 /// ```
 pub struct NoGradGuard {
-    prev: bool,
+    _mode: ModeGuard,
 }
 
 impl NoGradGuard {
     /// Disables recording on this thread until the guard is dropped.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        NoGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(false)) }
+        NoGradGuard { _mode: ModeGuard::set(false) }
     }
 }
 
-impl Drop for NoGradGuard {
+/// Sets this thread's mode and puts the previous one back when dropped: what every scope
+/// below is made of.
+struct ModeGuard {
+    prev: bool,
+}
+
+impl ModeGuard {
+    fn set(enabled: bool) -> Self {
+        ModeGuard { prev: GRAD_ENABLED.with(|g| g.replace(enabled)) }
+    }
+}
+
+impl Drop for ModeGuard {
     fn drop(&mut self) {
         GRAD_ENABLED.with(|g| g.set(self.prev));
     }
@@ -44,28 +56,21 @@ impl Drop for NoGradGuard {
 
 /// Runs `f` with recording set to `enabled` on this thread, restoring the previous mode after.
 pub(crate) fn with_grad_mode<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
-    let prev = GRAD_ENABLED.with(|g| g.replace(enabled));
-    let _restore = NoGradGuard { prev };
+    let _mode = ModeGuard::set(enabled);
     f()
 }
 
 /// While alive, ops on this thread record again, even inside a [`no_grad`] scope (PyTorch's
 /// `torch.enable_grad()`). Restores the previous mode when dropped.
 pub struct EnableGradGuard {
-    prev: bool,
+    _mode: ModeGuard,
 }
 
 impl EnableGradGuard {
     /// Enables recording on this thread until the guard is dropped.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        EnableGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(true)) }
-    }
-}
-
-impl Drop for EnableGradGuard {
-    fn drop(&mut self) {
-        GRAD_ENABLED.with(|g| g.set(self.prev));
+        EnableGradGuard { _mode: ModeGuard::set(true) }
     }
 }
 

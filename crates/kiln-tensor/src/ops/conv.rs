@@ -1552,34 +1552,26 @@ fn conv_grad_weight(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    // The integration tests' helpers (`vals`), shared rather than copied.
+    mod common {
+        include!("../../tests/common/mod.rs");
+    }
+    use common::vals;
     #[test]
     fn transpose_into_matches_the_definition_at_every_edge() {
         for (rows, cols, rs) in [(0, 5, 5), (3, 0, 1), (7, 9, 9), (8, 8, 8), (16, 24, 30), (19, 13, 20), (64, 196, 196)]
         {
             let src: Vec<f32> = (0..rows * rs).map(|v| v as f32).collect();
             let mut dst = vec![f32::NAN; rows * cols];
-            super::transpose_into(&src, rs, rows, cols, &mut dst);
+            transpose_into(&src, rs, rows, cols, &mut dst);
             for i in 0..rows {
                 for j in 0..cols {
                     assert_eq!(dst[j * rows + i], src[i * rs + j], "{rows}x{cols} (rs {rs}) at ({i}, {j})");
                 }
             }
         }
-    }
-
-    use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn vals(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     fn close(a: &[f32], b: &[f32], what: &str) {

@@ -1,4 +1,5 @@
-//! Helpers shared by kiln-tensor's integration tests.
+// Helpers shared by kiln-tensor's tests: the integration tests (`mod common;`) and the unit
+// tests in src/ops/conv.rs (`include!`, which takes no inner doc comment).
 
 /// Deterministic values in [-1, 1) (an xorshift stream seeded by `seed`).
 pub fn vals(n: usize, seed: u64) -> Vec<f32> {
